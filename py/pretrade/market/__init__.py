@@ -1,0 +1,1 @@
+"""pretrade.market"""
