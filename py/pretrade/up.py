@@ -1,0 +1,226 @@
+"""`pretrade up`: start the whole stack, supervise it, stop it cleanly.
+
+Each process runs as its own OS process (as it would in production), logging to one file per
+process under the logs folder. A process that dies is reported and restarted with backoff; the
+others carry on. Ctrl-C (or SIGTERM) stops the feed first, then the consumers, then the
+tickerplant, so nothing in flight is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrade.config import ROOT, topology
+
+log = logging.getLogger(__name__)
+
+IPC_USER = "pretrade"
+
+
+@dataclass
+class Process:
+    """One supervised process: how to start it and what became of it."""
+
+    name: str
+    argv: list[str]
+    port: int | None = None
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    logfile: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="topology file (default config/topology.toml)")
+    p.add_argument("--engine", choices=["embedded", "kdb"], default="embedded",
+                   help="embedded: the Python processes (default); kdb: the q twins (needs a licensed q)")
+    p.add_argument("--data", type=Path, default=None, help="data folder (default: paths.data of the topology)")
+    p.add_argument("--scenario", default=None, help="market scenario the simulated feed plays (default from topology)")
+    p.add_argument("--speed", default=None, help="feed speed: 1 real time, N times faster, max")
+    p.add_argument("--no-feed", action="store_true", help="start no market feed")
+    p.add_argument("--for", dest="duration", type=float, default=None,
+                   help="stop by itself after this many seconds (default: run until Ctrl-C)")
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _wait_port(proc: Process, timeout: float = 30.0) -> None:
+    """Block until proc listens on its port; fail with its log tail if it dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.port is None or _port_open(proc.port):
+            return
+        if proc.popen and proc.popen.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = proc.logfile.read_text()[-2000:] if proc.logfile and proc.logfile.exists() else ""
+    raise RuntimeError(f"{proc.name} did not start listening on port {proc.port}:\n{tail}")
+
+
+def ipc_credentials(data: Path) -> tuple[Path, str]:
+    """The stack's users file and its service password, created on first use (secure by default)."""
+    from pretrade.ipc.auth import Users, hash_password
+
+    users_file, secret_file = data / "users.toml", data / "ipc-password"
+    if secret_file.exists() and users_file.exists():
+        password = secret_file.read_text().strip()
+        if Users.load(users_file).verify(IPC_USER, password):
+            return users_file, password
+    password = secrets.token_urlsafe(12)
+    secret_file.write_text(password + "\n")
+    secret_file.chmod(0o600)
+    users_file.write_text(f'[users]\n{IPC_USER} = "{hash_password(password)}"\n')
+    return users_file, password
+
+
+def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace) -> list[Process]:
+    """The embedded engine's processes, in start order."""
+    exe = [sys.executable, "-m", "pretrade.cli"]
+    tp, rdb, hdb = topo["tp"], topo["rdb"], topo["hdb"]
+    tp_addr = f"{tp['host']}:{tp['port']}"
+    journal, hdb_dir = data / "journal", data / "hdb"
+    procs = [
+        Process("tp", exe + ["tp", "--port", str(tp["port"]), "--journal", str(journal),
+                             "--batch-ms", str(tp.get("batch_ms", 0)), "--users", str(users)], tp["port"]),
+        Process("hdb", exe + ["hdb", "--port", str(hdb["port"]), "--dir", str(hdb_dir),
+                              "--users", str(users)], hdb["port"]),
+        Process("rdb", exe + ["rdb", "--port", str(rdb["port"]), "--tp", tp_addr, "--hdb", str(hdb_dir),
+                              "--hdb-addr", f"127.0.0.1:{hdb['port']}", "--users", str(users)], rdb["port"]),
+    ]
+    if not args.no_feed:
+        feed = topo.get("feed", {})
+        procs.append(Process("feed", exe + [
+            "feed", "sim", "--scenario", args.scenario or feed.get("scenario", "normal"),
+            "--seed", str(feed.get("seed", 1)), "--speed", str(args.speed or feed.get("speed", "1")),
+            "--tp", tp_addr]))
+    return procs
+
+
+def kdb_stack(topo: dict, data: Path) -> list[Process]:
+    """The q twins (tickerplant/*.q); needs a licensed q on the PATH."""
+    q = shutil.which("q")
+    if not q:
+        raise SystemExit("--engine kdb needs q on the PATH (a licensed kdb+); none was found. "
+                         "Use the default embedded engine.")
+    tick = ROOT / "tickerplant"
+    tp, rdb, hdb = topo["tp"], topo["rdb"], topo["hdb"]
+    journal, hdb_dir = data / "journal", data / "hdb"
+    journal.mkdir(parents=True, exist_ok=True)
+    hdb_dir.mkdir(parents=True, exist_ok=True)
+    batch = ["-t", str(tp["batch_ms"])] if tp.get("batch_ms") else []
+    return [
+        Process("tp", [q, str(tick / "tick.q"), "sym", str(journal), "-p", str(tp["port"])] + batch, tp["port"]),
+        Process("hdb", [q, str(tick / "hdb.q"), str(hdb_dir), "-p", str(hdb["port"])], hdb["port"]),
+        Process("rdb", [q, str(tick / "r.q"), f":{tp['port']}", f":{hdb['port']}", "-p", str(rdb["port"])],
+                rdb["port"]),
+    ]
+
+
+def _start(proc: Process, logs: Path, env: dict[str, str]) -> None:
+    proc.logfile = logs / f"{proc.name}.log"
+    out = proc.logfile.open("ab")
+    proc.popen = subprocess.Popen(proc.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  cwd=ROOT, start_new_session=True)
+    out.close()
+    log.info("started %s (pid %d), log %s", proc.name, proc.popen.pid, proc.logfile)
+
+
+def _stop(proc: Process, timeout: float = 15.0) -> None:
+    if not proc.popen or proc.popen.poll() is not None:
+        return
+    proc.popen.send_signal(signal.SIGTERM)
+    try:
+        proc.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop within %.0fs of SIGTERM; killing it", proc.name, timeout)
+        proc.popen.kill()
+        proc.popen.wait()
+    log.info("stopped %s (exit %s)", proc.name, proc.popen.returncode)
+
+
+def supervise(procs: list[Process], logs: Path, env: dict[str, str], duration: float | None) -> None:
+    """Restart any process that dies (backoff 1, 2, 4 .. 30 s) until told to stop."""
+    stopping = False
+
+    def _on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    deadline = time.monotonic() + duration if duration else None
+    while not stopping and (deadline is None or time.monotonic() < deadline):
+        now = time.monotonic()
+        for p in procs:
+            code = p.popen.poll() if p.popen else None
+            if p.popen and code is not None and p.next_start == 0.0:
+                if p.name == "feed" and code == 0:
+                    continue  # a finite feed that finished is done, not dead
+                delay = min(30.0, 2.0 ** p.restarts)
+                log.error("%s exited with code %s; restarting in %.0fs (see %s)", p.name, code, delay, p.logfile)
+                p.next_start = now + delay
+            elif p.next_start and now >= p.next_start:
+                p.restarts += 1
+                p.next_start = 0.0
+                _start(p, logs, env)
+        time.sleep(0.2)
+
+
+def run(args: argparse.Namespace) -> int:
+    topo = topology(args.config)
+    data = (args.data or Path(topo["paths"]["data"]))
+    data = data if data.is_absolute() else ROOT / data
+    logs = data / "log"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYKX_UNLICENSED="true", PYKX_SUPPRESS_WARNINGS="true")
+    if args.engine == "kdb":
+        procs = kdb_stack(topo, data)
+    else:
+        users, password = ipc_credentials(data)
+        env.update(PRETRADE_USER=IPC_USER, PRETRADE_PASSWORD=password)
+        procs = embedded_stack(topo, data, users, args)
+    for p in procs:
+        if p.port and _port_open(p.port):
+            raise SystemExit(f"port {p.port} for {p.name} is already in use: is another stack running?")
+    try:
+        for p in procs:
+            _start(p, logs, env)
+            _wait_port(p)
+        _print_banner(topo, data, args.engine)
+        supervise(procs, logs, env, args.duration)
+    finally:
+        log.info("stopping: feed first, then consumers, then the tickerplant")
+        for p in reversed(procs):
+            _stop(p)
+    return 0
+
+
+def _print_banner(topo: dict, data: Path, engine: str) -> None:
+    creds = (f"user {IPC_USER}, password in {data / 'ipc-password'}" if engine == "embedded"
+             else "as configured for q")
+    print(
+        f"\npretrade is up ({engine} engine). Ctrl-C stops it cleanly.\n"
+        f"  tickerplant  kdb+ IPC  127.0.0.1:{topo['tp']['port']}\n"
+        f"  rdb          kdb+ IPC  127.0.0.1:{topo['rdb']['port']}   e.g. pretrade query :{topo['rdb']['port']} "
+        f"\"s)select sym, count(*) from trade group by sym\"\n"
+        f"  hdb          kdb+ IPC  127.0.0.1:{topo['hdb']['port']}\n"
+        f"  credentials  {creds}\n"
+        f"  logs         {data / 'log'}\n",
+        flush=True,
+    )

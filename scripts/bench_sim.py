@@ -1,0 +1,45 @@
+"""Benchmark: simulate a full 6.5-hour trading day for ten instruments and time it.
+
+Run: .venv/bin/python scripts/bench_sim.py [--duration 6.5h] [--syms ...] [--seed N]
+Prints the wall time, rows per table and rows per second. The target is under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("PYKX_UNLICENSED", "true")
+os.environ.setdefault("PYKX_SUPPRESS_WARNINGS", "true")
+
+
+def main() -> None:
+    from pretrade.market.simulator import Simulation
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", default="6.5h")
+    ap.add_argument("--syms", nargs="+")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scenario", default="normal")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    sim = Simulation(args.scenario, args.seed, args.syms, args.duration)
+    setup = time.perf_counter() - t0
+    rows: dict[str, int] = {}
+    for block in sim.blocks():
+        for name, df in block.items():
+            rows[name] = rows.get(name, 0) + len(df)
+    wall = time.perf_counter() - t0
+    total = sum(rows.values())
+    print(f"scenario {args.scenario} seed {args.seed}: {len(sim.insts)} instruments x {sim.n_sec} s "
+          f"of market time")
+    print(f"wall time {wall:.1f} s (setup {setup:.2f} s); target < 60 s: {'PASS' if wall < 60 else 'FAIL'}")
+    for name, n in rows.items():
+        print(f"  {name:6} {n:>12,} rows")
+    print(f"  total  {total:>12,} rows, {total / wall:,.0f} rows/s; "
+          f"{sim.n_sec / wall:,.0f}x real time")
+
+
+if __name__ == "__main__":
+    main()
