@@ -41,6 +41,8 @@ def test_columns_for_refuses_bad_rows(rows, message):
 
 def test_format_result():
     assert "ESZ6" in format_result(pd.DataFrame({"sym": ["ESZ6"], "n": [3]}))
+    shown = format_result(pd.DataFrame({"headline": np.array([b"Fed holds"], dtype=object)}))
+    assert "Fed holds" in shown and "b'" not in shown
     assert format_result(pd.DataFrame({"sym": []})).startswith("(no rows")
     assert format_result({"trade": 3, "quote": 10}).splitlines() == ["trade | 3", "quote | 10"]
     assert format_result(None) == "::"

@@ -67,3 +67,14 @@ def test_table_known_only_on_disk_and_sql_errors(tmp_path):
     assert hdb.query("select count(*) from extra").columns[0][0] == 1
     with pytest.raises(SqlError, match="nosuch"):
         hdb.query("select * from nosuch")
+
+
+def test_clients_cannot_write_into_the_history(tmp_path):
+    write_partition(tmp_path, DAY, _day([("A", 1.0)]))
+    hdb = Hdb(tmp_path)
+    target = tmp_path / "date=2026-11-20" / "trade.parquet"
+    with pytest.raises(SqlError, match="only queries"):
+        hdb.query(f"copy (select 1 as x) to '{target}' (format parquet)")
+    with pytest.raises(SqlError):
+        hdb.query("select * from read_csv('/etc/hostname')")
+    assert hdb.query("select count(*) from trade").columns[0][0] == 1

@@ -25,13 +25,16 @@ def test_hash_and_verify(tmp_path):
     assert users.names() == ["alice"]
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("[users\n", "not valid TOML"),
-    ('[users]\nx = "md5$aa$bb"\n', "user x"),
-    ('[users]\nx = "scrypt$zz$00"\n', "not hex"),
-    ("[users]\nx = 3\n", "must be a string"),
-    ('users = "x"\n', "must be a table"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("[users\n", "not valid TOML"),
+        ('[users]\nx = "md5$aa$bb"\n', "user x"),
+        ('[users]\nx = "scrypt$zz$00"\n', "not hex"),
+        ("[users]\nx = 3\n", "must be a string"),
+        ('users = "x"\n', "must be a table"),
+    ],
+)
 def test_bad_files_name_the_problem(tmp_path, text, msg):
     path = tmp_path / "users.toml"
     path.write_text(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import struct
 import uuid
@@ -68,20 +69,53 @@ ENCODE_CASES = [
     (np.array([1, NULL_J]), kx.toq(np.array([1, NULL_J]))),
     (np.array([1.5, np.nan], dtype=np.float32), kx.toq(np.array([1.5, np.nan], dtype=np.float32))),
     (np.array([1.5, np.nan]), kx.toq(np.array([1.5, np.nan]))),
-    (np.array([TS, TS], dtype="datetime64[ns]"), kx.toq(np.array([TS, TS], dtype="datetime64[ns]"))),
-    (np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]"),
-     kx.toq(np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]"))),
-    (np.array([5, -7], dtype="timedelta64[ns]"), kx.toq(np.array([5, -7], dtype="timedelta64[ns]"))),
+    (
+        np.array([TS, TS], dtype="datetime64[ns]"),
+        kx.toq(np.array([TS, TS], dtype="datetime64[ns]")),
+    ),
+    (
+        np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]"),
+        kx.toq(np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]")),
+    ),
+    (
+        np.array([5, -7], dtype="timedelta64[ns]"),
+        kx.toq(np.array([5, -7], dtype="timedelta64[ns]")),
+    ),
     (np.array(["a", "bb", ""], dtype=object), kx.toq(np.array(["a", "bb", ""], dtype=object))),
     (np.array([], dtype=np.int64), kx.toq(np.array([], dtype=np.int64))),
-    ([1, "a", b"xy", [2.5, None]], kx.List([kx.LongAtom(1), kx.SymbolAtom("a"), kx.CharVector("xy"),
-                                            kx.List([kx.FloatAtom(2.5), kx.toq(None)])])),
+    (
+        [1, "a", b"xy", [2.5, None]],
+        kx.List(
+            [
+                kx.LongAtom(1),
+                kx.SymbolAtom("a"),
+                kx.CharVector("xy"),
+                kx.List([kx.FloatAtom(2.5), kx.toq(None)]),
+            ]
+        ),
+    ),
     ([], kx.List([])),
     ({"a": 1, "b": "x"}, kx.toq({"a": 1, "b": "x"})),
-    (pd.DataFrame({"a": np.array([1, 2]), "s": ["x", "y"], "f": [1.5, 2.5],
-                   "t": np.array([TS, TS], dtype="datetime64[ns]")}),
-     kx.toq(pd.DataFrame({"a": np.array([1, 2]), "s": ["x", "y"], "f": [1.5, 2.5],
-                          "t": np.array([TS, TS], dtype="datetime64[ns]")}))),
+    (
+        pd.DataFrame(
+            {
+                "a": np.array([1, 2]),
+                "s": ["x", "y"],
+                "f": [1.5, 2.5],
+                "t": np.array([TS, TS], dtype="datetime64[ns]"),
+            }
+        ),
+        kx.toq(
+            pd.DataFrame(
+                {
+                    "a": np.array([1, 2]),
+                    "s": ["x", "y"],
+                    "f": [1.5, 2.5],
+                    "t": np.array([TS, TS], dtype="datetime64[ns]"),
+                }
+            )
+        ),
+    ),
 ]
 
 
@@ -98,10 +132,18 @@ def test_encode_error_and_generic_null():
 
 # --- decode(PyKX bytes) == value, every atom and vector type ----------------------------------
 
+
 def _same(a, b) -> bool:
     if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.dtype == b.dtype and (
-            np.array_equal(a, b, equal_nan=a.dtype.kind in "fmM") if a.dtype.kind != "O" else list(a) == list(b))
+        return (
+            isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and (
+                np.array_equal(a, b, equal_nan=a.dtype.kind in "fmM")
+                if a.dtype.kind != "O"
+                else list(a) == list(b)
+            )
+        )
     if isinstance(a, float) and a != a:
         return isinstance(b, float) and b != b
     if isinstance(a, np.datetime64 | np.timedelta64) and np.isnat(a):
@@ -121,7 +163,10 @@ DECODE_CASES = [
     (kx.CharAtom(b"a"), b"a"),
     (kx.SymbolAtom("zürich"), "zürich"),
     (kx.toq(TS), TS),
-    (b"\xf4" + struct.pack("<q", NULL_J), np.datetime64("NaT", "ns")),  # PyKX overflows on NaT atoms
+    (
+        b"\xf4" + struct.pack("<q", NULL_J),
+        np.datetime64("NaT", "ns"),
+    ),  # PyKX overflows on NaT atoms
     (kx.toq(np.datetime64("2021-03", "M"), ktype=kx.MonthAtom), np.datetime64("2021-03", "M")),
     (kx.toq(dt.date(2021, 3, 4)), dt.date(2021, 3, 4)),
     (kx.toq(np.timedelta64(5, "ns")), np.timedelta64(5, "ns")),
@@ -129,8 +174,10 @@ DECODE_CASES = [
     (kx.toq(np.timedelta64(61, "s"), ktype=kx.SecondAtom), np.timedelta64(61, "s")),
     (kx.toq(np.timedelta64(61001, "ms"), ktype=kx.TimeAtom), np.timedelta64(61001, "ms")),
     (kx.toq(np.array([True, False])), np.array([True, False])),
-    (kx.toq(np.array([uuid.UUID(int=1)], dtype=object), ktype=kx.GUIDVector),
-     np.array([uuid.UUID(int=1)], dtype=object)),
+    (
+        kx.toq(np.array([uuid.UUID(int=1)], dtype=object), ktype=kx.GUIDVector),
+        np.array([uuid.UUID(int=1)], dtype=object),
+    ),
     (kx.toq(np.array([1, 255], dtype=np.uint8)), np.array([1, 255], dtype=np.uint8)),
     (kx.toq(np.array([1, -2], dtype=np.int16)), np.array([1, -2], dtype=np.int16)),
     (kx.toq(np.array([1, -2], dtype=np.int32)), np.array([1, -2], dtype=np.int32)),
@@ -139,23 +186,42 @@ DECODE_CASES = [
     (kx.toq(np.array([1.5, np.nan])), np.array([1.5, np.nan])),
     (kx.CharVector("hello"), b"hello"),
     (kx.toq(np.array(["a", "", "ccc"], dtype=object)), np.array(["a", "", "ccc"], dtype=object)),
-    (kx.toq(np.array([TS, TS], dtype="datetime64[ns]")), np.array([TS, TS], dtype="datetime64[ns]")),
-    (kx.toq(np.array(["2021-03"], dtype="datetime64[M]")), np.array(["2021-03"], dtype="datetime64[M]")),
-    (kx.toq(np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]")),
-     np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]")),
-    (kx.toq(np.array([5, -7], dtype="timedelta64[ns]")), np.array([5, -7], dtype="timedelta64[ns]")),
-    (kx.toq(np.array([1, 2], dtype="timedelta64[m]"), ktype=kx.MinuteVector),
-     np.array([1, 2], dtype="timedelta64[m]")),
-    (kx.toq(np.array([1, 2], dtype="timedelta64[s]"), ktype=kx.SecondVector),
-     np.array([1, 2], dtype="timedelta64[s]")),
-    (kx.toq(np.array([1, 2], dtype="timedelta64[ms]"), ktype=kx.TimeVector),
-     np.array([1, 2], dtype="timedelta64[ms]")),
+    (
+        kx.toq(np.array([TS, TS], dtype="datetime64[ns]")),
+        np.array([TS, TS], dtype="datetime64[ns]"),
+    ),
+    (
+        kx.toq(np.array(["2021-03"], dtype="datetime64[M]")),
+        np.array(["2021-03"], dtype="datetime64[M]"),
+    ),
+    (
+        kx.toq(np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]")),
+        np.array(["2021-03-04", "1999-12-31"], dtype="datetime64[D]"),
+    ),
+    (
+        kx.toq(np.array([5, -7], dtype="timedelta64[ns]")),
+        np.array([5, -7], dtype="timedelta64[ns]"),
+    ),
+    (
+        kx.toq(np.array([1, 2], dtype="timedelta64[m]"), ktype=kx.MinuteVector),
+        np.array([1, 2], dtype="timedelta64[m]"),
+    ),
+    (
+        kx.toq(np.array([1, 2], dtype="timedelta64[s]"), ktype=kx.SecondVector),
+        np.array([1, 2], dtype="timedelta64[s]"),
+    ),
+    (
+        kx.toq(np.array([1, 2], dtype="timedelta64[ms]"), ktype=kx.TimeVector),
+        np.array([1, 2], dtype="timedelta64[ms]"),
+    ),
     (kx.List([kx.LongAtom(1), kx.SymbolAtom("a"), kx.CharVector("xy")]), [1, "a", b"xy"]),
     (kx.toq({"a": 1, "b": "x"}), {"a": 1, "b": "x"}),
 ]
 
 
-@pytest.mark.parametrize("kobj,expected", DECODE_CASES, ids=[type(c[0]).__name__ for c in DECODE_CASES])
+@pytest.mark.parametrize(
+    "kobj,expected", DECODE_CASES, ids=[type(c[0]).__name__ for c in DECODE_CASES]
+)
 def test_decode_pykx_bytes(kobj, expected):
     raw = kobj if isinstance(kobj, bytes) else kser(kobj)
     value, end = decode(raw)
@@ -169,9 +235,13 @@ def test_decode_pykx_bytes(kobj, expected):
 def test_temporal_nulls_are_q_nulls():
     # PyKX (unlicensed) turns NaT into 1970 values, so nulls are checked against q's bytes:
     # 0Np / 0Nd / 0Nm / 0Nn are the type's minimum integer
-    for dtype, t, fmt in [("datetime64[ns]", 12, "<q"), ("datetime64[D]", 14, "<i"),
-                          ("datetime64[M]", 13, "<i"), ("timedelta64[ns]", 16, "<q"),
-                          ("timedelta64[s]", 16, "<q")]:
+    for dtype, t, fmt in [
+        ("datetime64[ns]", 12, "<q"),
+        ("datetime64[D]", 14, "<i"),
+        ("datetime64[M]", 13, "<i"),
+        ("timedelta64[ns]", 16, "<q"),
+        ("timedelta64[s]", 16, "<q"),
+    ]:
         arr = np.array(["NaT"], dtype=dtype)
         null = np.iinfo(np.int64 if fmt == "<q" else np.int32).min
         raw = encode(arr)
@@ -199,8 +269,14 @@ def test_decoded_vectors_are_writable():
 
 
 def test_table_round_trip_with_pykx():
-    df = pd.DataFrame({"time": np.array([TS, TS], dtype="datetime64[ns]"), "sym": ["a", "b"],
-                       "price": [1.5, 2.5], "size": np.array([10, 20], dtype=np.int64)})
+    df = pd.DataFrame(
+        {
+            "time": np.array([TS, TS], dtype="datetime64[ns]"),
+            "sym": ["a", "b"],
+            "price": [1.5, 2.5],
+            "size": np.array([10, 20], dtype=np.int64),
+        }
+    )
     raw = kser(kx.toq(df))
     got = loads(raw)
     assert list(got.columns) == ["time", "sym", "price", "size"]
@@ -233,8 +309,17 @@ def test_functions_are_opaque_values():
 
 MESSAGES = [
     encode(["upd", "trade", [TS, "AAPL", 101.5, 100, "buy"]]),
-    encode(["upd", "trade", [np.array([TS] * 3), np.array(["a", "b", "c"], dtype=object),
-                             np.array([1.0, 2.0, 3.0])]]),
+    encode(
+        [
+            "upd",
+            "trade",
+            [
+                np.array([TS] * 3),
+                np.array(["a", "b", "c"], dtype=object),
+                np.array([1.0, 2.0, 3.0]),
+            ],
+        ]
+    ),
     encode({"a": np.arange(3), "b": b"xyz"}),
     encode(pd.DataFrame({"s": ["x", "y"], "f": [1.0, 2.0]})),
     encode(np.array([f"s{i}" for i in range(40)], dtype=object)),
@@ -274,15 +359,29 @@ def test_object_size_walks_consecutive_records():
 
 # --- schema-directed encoding ------------------------------------------------------------------
 
+
 def test_encode_row_and_columns_match_pykx():
     row = encode_row([TS, "AAPL", 101.5, 100, "buy"], "psfjs")
-    assert row == kser(kx.List([kx.toq(TS), kx.SymbolAtom("AAPL"), kx.FloatAtom(101.5),
-                                kx.LongAtom(100), kx.SymbolAtom("buy")]))
+    assert row == kser(
+        kx.List(
+            [
+                kx.toq(TS),
+                kx.SymbolAtom("AAPL"),
+                kx.FloatAtom(101.5),
+                kx.LongAtom(100),
+                kx.SymbolAtom("buy"),
+            ]
+        )
+    )
     cols = encode_columns([[TS, TS], ["a", "b"], [1, 2], ["x", b"yz"]], "psfC")
-    expected = kx.List([kx.toq(np.array([TS, TS], dtype="datetime64[ns]")),
-                        kx.toq(np.array(["a", "b"], dtype=object)),
-                        kx.toq(np.array([1.0, 2.0])),
-                        kx.List([kx.CharVector("x"), kx.CharVector("yz")])])
+    expected = kx.List(
+        [
+            kx.toq(np.array([TS, TS], dtype="datetime64[ns]")),
+            kx.toq(np.array(["a", "b"], dtype=object)),
+            kx.toq(np.array([1.0, 2.0])),
+            kx.List([kx.CharVector("x"), kx.CharVector("yz")]),
+        ]
+    )
     assert cols == kser(expected)
 
 
@@ -303,8 +402,9 @@ def test_encode_table_empty_keeps_types():
 
 
 def test_encode_table_from_frame_matches_pykx():
-    df = pd.DataFrame({"time": np.array([TS], dtype="datetime64[ns]"), "sym": ["a"], "price": [1.0],
-                       "size": [5]})
+    df = pd.DataFrame(
+        {"time": np.array([TS], dtype="datetime64[ns]"), "sym": ["a"], "price": [1.0], "size": [5]}
+    )
     assert encode_table(df, "psfj", ["time", "sym", "price", "size"]) == kser(kx.toq(df))
 
 
@@ -329,11 +429,22 @@ def test_schema_encoding_refuses_wrong_types():
 
 # --- property tests --------------------------------------------------------------------------
 
-atoms = (st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.floats(allow_nan=False)
-         | st.booleans() | st.text().filter(lambda s: "\x00" not in s) | st.binary() | st.none())
-values = st.recursive(atoms, lambda inner: st.lists(inner, max_size=5)
-                      | st.dictionaries(st.text(max_size=5).filter(lambda s: "\x00" not in s), inner, max_size=4),
-                      max_leaves=20)
+atoms = (
+    st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.text().filter(lambda s: "\x00" not in s)
+    | st.binary()
+    | st.none()
+)
+values = st.recursive(
+    atoms,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.text(max_size=5).filter(lambda s: "\x00" not in s), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -345,9 +456,22 @@ def test_round_trip_python_values(v):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=50),
-       st.sampled_from(["int64", "float64", "int32", "int16", "uint8", "bool",
-                        "datetime64[ns]", "timedelta64[ns]", "datetime64[D]"]))
+@given(
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=50),
+    st.sampled_from(
+        [
+            "int64",
+            "float64",
+            "int32",
+            "int16",
+            "uint8",
+            "bool",
+            "datetime64[ns]",
+            "timedelta64[ns]",
+            "datetime64[D]",
+        ]
+    ),
+)
 def test_round_trip_vectors(ints, dtype):
     arr = np.array(ints, dtype=np.int64)
     if dtype == "datetime64[D]":
@@ -359,7 +483,9 @@ def test_round_trip_vectors(ints, dtype):
     else:
         arr = arr.astype(dtype)
     got = loads(encode(arr))
-    assert got.dtype == arr.dtype and np.array_equal(got, arr, equal_nan=dtype[0] != "b" and dtype[0] in "dt")
+    assert got.dtype == arr.dtype and np.array_equal(
+        got, arr, equal_nan=dtype[0] != "b" and dtype[0] in "dt"
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -369,3 +495,33 @@ def test_round_trip_symbols_against_pykx(syms):
     raw = encode(arr)
     assert raw == kser(kx.SymbolVector(syms)) if syms else True
     assert list(loads(raw)) == syms and object_size(raw) == len(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=64)
+    | st.sampled_from(MESSAGES).flatmap(
+        lambda m: st.tuples(st.just(m), st.integers(0, len(m) - 1), st.integers(0, 255)).map(
+            lambda t: t[0][: t[1]] + bytes([t[2]]) + t[0][t[1] + 1 :]
+        )
+    )
+)
+def test_random_and_corrupted_bytes_only_raise_decode_errors(raw):
+    for f in (loads, object_size):
+        with contextlib.suppress(QDecodeError):
+            f(raw)
+
+
+def test_object_size_on_an_mmapped_file(tmp_path):
+    import mmap
+
+    path = tmp_path / "log"
+    path.write_bytes(b"".join(MESSAGES))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        pos, n = 0, 0
+        while pos < len(mm):
+            obj, end = decode(mm, pos)
+            assert end - pos == object_size(mm, pos)
+            pos, n = end, n + 1
+        del obj
+    assert n == len(MESSAGES)

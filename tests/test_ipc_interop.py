@@ -77,7 +77,9 @@ def test_publish_subscribe_query_and_error_from_aiokdb(tick):
         assert [c.t for c in schema.kK()] == [12, 11, 9, 7] and len(schema) == 0
 
         # publish one row, async, as a feed handler does: .u.upd[`trade; (time; sym; price; size)]
-        await pw.async_msg(kk(ks(".u.upd"), ks("trade"), kk(kp(TS_Q), ks("AAPL"), kf(101.25), kj(300))))
+        await pw.async_msg(
+            kk(ks(".u.upd"), ks("trade"), kk(kp(TS_Q), ks("AAPL"), kf(101.25), kj(300)))
+        )
 
         # the subscriber receives (`upd; `trade; table) with the exact values
         mt, msg = await sr.read()
@@ -113,6 +115,7 @@ def test_publish_subscribe_query_and_error_from_aiokdb(tick):
 
 def test_many_columns_update_from_aiokdb(tick):
     """A 100-row column update built by aiokdb decodes to numpy vectors with the right values."""
+
     async def scenario():
         r, w = await open_qipc_connection(port=tick.port)
         times = ktn(TypeEnum.KP)
@@ -130,7 +133,9 @@ def test_many_columns_update_from_aiokdb(tick):
     run(scenario())
     table, cols = h.rows[0]
     assert table == "quote"
-    assert cols[0].dtype == np.dtype("datetime64[ns]") and cols[0][5] == TS + np.timedelta64(5, "ns")
+    assert cols[0].dtype == np.dtype("datetime64[ns]") and cols[0][5] == TS + np.timedelta64(
+        5, "ns"
+    )
     assert cols[1].tolist() == [f"S{i % 7}" for i in range(100)]
     assert cols[2].tolist() == [i / 4 for i in range(100)]
 
@@ -139,6 +144,7 @@ def test_aiokdb_login_refused_with_wrong_password(tmp_path):
     path = tmp_path / "users.toml"
     path.write_text(f'[users]\nbob = "{hash_password("pw")}"\n')
     with BackgroundServer(MiniTick(), users=Users.load(path)) as srv:
+
         async def scenario():
             with pytest.raises(CredentialsException):
                 await open_qipc_connection(port=srv.port, user="bob", password="bad")
@@ -153,12 +159,15 @@ def test_aiokdb_decompresses_our_compression():
     from aiokdb.compress import compress as a_compress
     from aiokdb.compress import decompress as a_decompress
 
-    for payload in [codec.encode(np.arange(3000)), codec.encode(np.array(["AAPL", "MSFT"] * 500, dtype=object)),
-                    b"\x0a\x00" + (4000).to_bytes(4, "little") + b"ab" * 2000]:
+    for payload in [
+        codec.encode(np.arange(3000)),
+        codec.encode(np.array(["AAPL", "MSFT"] * 500, dtype=object)),
+        b"\x0a\x00" + (4000).to_bytes(4, "little") + b"ab" * 2000,
+    ]:
         msg = wire.frame(payload, wire.ASYNC)
         ours = wire.compress(msg)
         assert ours[2] == 1 and len(ours) < len(msg)
-        assert a_decompress(ours[8:]) == payload            # aiokdb reads what we compress
+        assert a_decompress(ours[8:]) == payload  # aiokdb reads what we compress
         theirs = a_compress(payload)
         framed = msg[:2] + b"\x01\x00" + (len(theirs) + 8).to_bytes(4, "little") + theirs
-        assert wire.decompress(framed) == msg               # we read what aiokdb compresses
+        assert wire.decompress(framed) == msg  # we read what aiokdb compresses

@@ -62,7 +62,6 @@ class Recorder(Handler):
             return count
         raise QError("nyi")
 
-
     async def _publish(self, count, size):
         frame = wire.frame(codec.encode(np.zeros(size, dtype=np.uint8)), wire.ASYNC)
         for i in range(count):
@@ -151,7 +150,7 @@ def test_partial_frames_and_many_frames_per_read():
         # byte by byte for the first two messages, then the rest in one write
         cut = len(msgs[0]) + len(msgs[1])
         for i in range(cut):
-            s.sendall(blob[i:i + 1])
+            s.sendall(blob[i : i + 1])
             if i % 7 == 0:
                 time.sleep(0.001)
         s.sendall(blob[cut:] + wire.frame(codec.encode(["echo", 5]), wire.SYNC))
@@ -176,14 +175,17 @@ def test_compressed_messages_are_accepted(server):
         assert codec.loads(body).tolist() == (np.arange(2000) % 7).tolist()
 
 
-@pytest.mark.parametrize("bad,what", [
-    (b"\x00" * 64, "bad message header"),                                  # garbage
-    (b"\x01\x01\x00\x00\x04\x00\x00\x00", "bad message length"),           # length < 9
-    (b"\x00\x01\x00\x00\x10\x00\x00\x00" + b"x" * 8, "big-endian"),        # big-endian
-    (wire.frame(b"\x70\x00\x00", wire.SYNC), "undecodable message"),       # unknown type
-    (wire.frame(b"\x07\x00\xff\xff\x00\x00", wire.SYNC), "undecodable"),   # bad vector length
-    (b"\x01\x01\x01\x00\x10\x00\x00\x00\xff\xff\x00\x00" + b"\xff" * 4, "bad compressed"),
-])
+@pytest.mark.parametrize(
+    "bad,what",
+    [
+        (b"\x00" * 64, "bad message header"),  # garbage
+        (b"\x01\x01\x00\x00\x04\x00\x00\x00", "bad message length"),  # length < 9
+        (b"\x00\x01\x00\x00\x10\x00\x00\x00" + b"x" * 8, "big-endian"),  # big-endian
+        (wire.frame(b"\x70\x00\x00", wire.SYNC), "undecodable message"),  # unknown type
+        (wire.frame(b"\x07\x00\xff\xff\x00\x00", wire.SYNC), "undecodable"),  # bad vector length
+        (b"\x01\x01\x01\x00\x10\x00\x00\x00\xff\xff\x00\x00" + b"\xff" * 4, "bad compressed"),
+    ],
+)
 def test_bad_input_closes_only_that_connection(server, caplog, bad, what):
     caplog.set_level(logging.WARNING, logger="pretrade.ipc.server")
     with QClient("127.0.0.1", server.port) as good:
@@ -234,7 +236,10 @@ def test_slow_consumer_is_cut_off_while_others_are_served(caplog):
         t.join(20)
         assert got["msgs"] == 300  # the reading subscriber got everything
         assert h.sent < 600  # the slow one was cut off part way
-        assert "closing handle 1 (slow@127.0.0.1:" in caplog.text and "passed max_buffer" in caplog.text
+        assert (
+            "closing handle 1 (slow@127.0.0.1:" in caplog.text
+            and "passed max_buffer" in caplog.text
+        )
         assert wait_for(lambda: len(srv.call(lambda: dict(srv.connections))) == 2)
         assert publisher.query("echo", 1) == 1
         for c in (fast, publisher):
@@ -243,6 +248,7 @@ def test_slow_consumer_is_cut_off_while_others_are_served(caplog):
 
 
 # --- authentication ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def users(tmp_path_factory) -> Users:
@@ -265,8 +271,10 @@ def test_right_password_accepted_wrong_refused(users, caplog):
 
 def test_no_users_file_accepts_anyone_with_a_warning(caplog):
     caplog.set_level(logging.WARNING, logger="pretrade.ipc.server")
-    with BackgroundServer(Recorder(), "127.0.0.1", 0) as srv, \
-            QClient("127.0.0.1", srv.port, "anyone", "anything") as q:
+    with (
+        BackgroundServer(Recorder(), "127.0.0.1", 0) as srv,
+        QClient("127.0.0.1", srv.port, "anyone", "anything") as q,
+    ):
         assert q.query("echo", 3) == 3
     assert "NO users file" in caplog.text
 
@@ -279,6 +287,7 @@ def test_old_style_login_without_capability_byte(server):
 
 
 # --- client helpers ----------------------------------------------------------------------------
+
 
 def test_parse_addr():
     assert parse_addr("host:5010") == ("host", 5010)
@@ -314,3 +323,44 @@ def test_response_header_is_little_endian_response(server):
     assert head[:4] == b"\x01\x02\x00\x00"
     assert struct.unpack("<I", head[4:])[0] == 8 + 9
     s.close()
+
+
+def test_serve_forever_stops_cleanly_on_sigterm(port, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "shutdown"
+    code = f"""
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from pretrade.ipc.dispatch import Dispatcher
+from pretrade.ipc.server import serve_forever
+class D(Dispatcher):
+    def on_shutdown(self):
+        open({str(marker)!r}, "w").write("done")
+serve_forever(D({{"echo": lambda conn, x: x}}), "127.0.0.1", {port})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                q = QClient("127.0.0.1", port, timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+                time.sleep(0.05)
+        assert q.query("echo", 5) == 5
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        err = proc.stderr.read()
+        assert "stopping: signal received" in err and "stopped" in err
+        assert marker.read_text() == "done"
+        with pytest.raises(ConnectionError):
+            q.receive(timeout=5)  # the server closed our connection
+        q.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -18,15 +18,18 @@ def test_frame_and_parse_header():
     assert wire.parse_header(b"xx" + f, offset=2) == (wire.SYNC, False, 17)
 
 
-@pytest.mark.parametrize("head,msg", [
-    (b"\x00\x00\x00\x00\x10\x00\x00\x00", "big-endian"),
-    (b"\x07\x00\x00\x00\x10\x00\x00\x00", "endianness"),
-    (b"\x01\x05\x00\x00\x10\x00\x00\x00", "message type"),
-    (b"\x01\x00\x02\x00\x10\x00\x00\x00", "compressed flag"),
-    (b"\x01\x00\x00\x00\x08\x00\x00\x00", "length"),
-    (b"\x01\x00\x00\x00\xff\xff\xff\xff", "length"),
-    (b"\x01\x00\x00", "8 bytes"),
-])
+@pytest.mark.parametrize(
+    "head,msg",
+    [
+        (b"\x00\x00\x00\x00\x10\x00\x00\x00", "big-endian"),
+        (b"\x07\x00\x00\x00\x10\x00\x00\x00", "endianness"),
+        (b"\x01\x05\x00\x00\x10\x00\x00\x00", "message type"),
+        (b"\x01\x00\x02\x00\x10\x00\x00\x00", "compressed flag"),
+        (b"\x01\x00\x00\x00\x08\x00\x00\x00", "length"),
+        (b"\x01\x00\x00\x00\xff\xff\xff\xff", "length"),
+        (b"\x01\x00\x00", "8 bytes"),
+    ],
+)
 def test_bad_headers(head, msg):
     with pytest.raises(QFrameError, match=msg):
         wire.parse_header(head)

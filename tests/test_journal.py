@@ -127,3 +127,26 @@ def test_cli_reports_count_tables_and_validity(tmp_path, capsys):
         f.write(b"\x00\x00\x03")
     assert jn.run(args) == 1
     assert "NO:" in capsys.readouterr().out
+
+
+def test_a_failed_write_leaves_no_torn_record(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "j"
+    j = jn.Journal(path)
+    j.append(rec("A", 1.0))
+    real_write = os.write
+
+    def half_then_full(fd, data):  # writes part of the record, then the disk is full
+        real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(jn.JournalError, match="No space left"):
+        j.append(rec("B", 2.0))
+    monkeypatch.setattr(os, "write", real_write)
+    assert j.count == 1 and jn.validate(path).ok
+    j.append(rec("C", 3.0))
+    j.close()
+    assert [d[1] for _, _, d in jn.iter_records(path)] == ["A", "C"]

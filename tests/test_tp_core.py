@@ -97,3 +97,27 @@ def test_unknown_table_subscription_is_an_error(tmp_path):
     tp = Tickerplant(tmp_path)
     with pytest.raises(codec.QError, match="nosuch: no such table"):
         tp.sub(Conn(), "nosuch", "")
+
+
+def test_text_forms_answer_like_q(tmp_path):
+    from pretrade.tick.tickerplant import TickerplantHandler
+
+    tp = Tickerplant(tmp_path)
+    h = TickerplantHandler(tp)
+    c = Conn()
+    c.handle = 7
+
+    def ask(text: str):
+        answer = h.on_message(c, wire.SYNC, memoryview(codec.encode(text.encode())))
+        return codec.loads(answer) if isinstance(answer, bytes) else answer
+
+    table, empty = ask(".u.sub[`trade;`AAPL`MSFT]")
+    assert table == "trade" and len(empty) == 0
+    w = ask(".u.w")
+    assert w["trade"][0][0] == 7 and list(w["trade"][0][1]) == ["AAPL", "MSFT"] and w["quote"] == []
+    assert ask(".u.t").tolist() == tp.t and ask(".u.i") == 0 and ask(".u.L") == ":" + str(tp.journal.path)
+    assert ask(".u.d") == tp.d and ask(".tp.status[]")["mode"] == "zero-latency"
+    import pytest
+
+    with pytest.raises(codec.QError, match="no such function"):
+        ask("exit 0")

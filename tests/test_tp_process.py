@@ -321,3 +321,17 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_others_are_not_slowed(st
     assert tp.q().query(".tp.status[]")["subscribers"]["trade"] == 1  # the slow one was cut off
     assert "slow@" in tp.log.read_text() and "cut off" in tp.log.read_text()
     slow.close()
+
+
+def test_users_file_refuses_a_wrong_password(start_tp, tmp_path):
+    from pretrade.ipc.auth import hash_password, set_user
+    from pretrade.ipc.client import QAuthError
+
+    users = tmp_path / "users.toml"
+    set_user(users, "feed", hash_password("s3cret"))
+    tp = start_tp("--users", str(users))
+    with pytest.raises(QAuthError):
+        QClient("127.0.0.1", tp.port, "feed", "wrong")
+    with QClient("127.0.0.1", tp.port, "feed", "s3cret") as q:
+        q.query(".u.upd", "trade", ["ES", 1.0, 1, "buy"])
+        assert q.query(".u.i") == 1

@@ -93,3 +93,16 @@ def test_non_conforming_updates_are_rejected_with_a_clear_error(table, data, mat
 def test_call_name():
     assert tpwire.call_name(codec.encode([".u.sub", "trade", ""])) == b".u.sub"
     assert tpwire.call_name(codec.encode(b".u.i")) is None
+
+
+def test_publish_frame_is_an_async_upd_message():
+    from pretrade.ipc import wire
+
+    u = tpwire.parse_upd(upd("trade", codec.encode_row(["A", 1.0, 5, "buy"], "sfjs")), SPECS)
+    frame = tpwire.publish_frame(u.spec, u.rows, u.parts)
+    msgtype, compressed, length = wire.parse_header(frame)
+    assert (msgtype, compressed, length) == (wire.ASYNC, False, len(frame))
+    fn, t, df = codec.loads(frame[8:])
+    assert (fn, t, df["size"].tolist()) == ("upd", "trade", [5])
+    table = tpwire.table_bytes(u.spec, u.rows, u.parts)
+    assert tpwire.table_frame(u.spec, table) == frame

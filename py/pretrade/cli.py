@@ -24,7 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("pretrade.market.scenarios", "list or run named market scenarios"),
     "users": ("pretrade.ipc.auth", "manage the IPC users file (hashed passwords)"),
     "schema": ("pretrade.schema_cmd", "print the tables, or write the q schema (tickerplant/sym.q)"),
+    "train": ("pretrade.models.train_vae", "train the VAE anomaly model on simulated normal days; write models/vae.onnx and its card"),
 }
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping the top-level options and their values."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level")
+    pre.add_argument("command", nargs="?")
+    ns, _ = pre.parse_known_args(argv)
+    return ns.command
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -35,7 +45,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _command_in(argv)
     for name, (module, purpose) in COMMANDS.items():
         p = sub.add_parser(name, help=purpose, description=purpose)
         if name == chosen:

@@ -143,7 +143,10 @@ class Subscription:
                     names = TABLES[table].names if table in TABLES else [f"c{i}" for i in range(len(data))]
                     data = pd.DataFrame(dict(zip(names, data, strict=False)))
                 if self._on_update is not None:
-                    self._on_update(table, data)
+                    try:
+                        self._on_update(table, data)
+                    except Exception:  # noqa: BLE001 - the caller's bug must not end the feed
+                        log.exception("on_update(%s, ...) failed; the subscription carries on", table)
                 else:
                     self._queue.put((table, data))
         except Exception as e:  # noqa: BLE001 - reported to the reader, not lost in a thread
@@ -249,6 +252,11 @@ class Client:
         self.close()
 
 
+def _text(value: Any) -> Any:
+    """q strings (char vectors, bytes) shown as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def format_result(result: Any) -> str:
     """A query's answer as an operator reads it: tables as aligned text."""
     import pandas as pd
@@ -256,8 +264,9 @@ def format_result(result: Any) -> str:
     if isinstance(result, pd.DataFrame):
         if result.empty:
             return f"(no rows; columns: {' '.join(map(str, result.columns))})"
+        shown = result.apply(lambda col: col.map(_text) if col.dtype == object else col)
         with pd.option_context("display.max_rows", 1000, "display.width", 200):
-            return result.to_string(index=False)
+            return shown.to_string(index=False)
     if isinstance(result, dict):
         width = max((len(str(k)) for k in result), default=0)
         return "\n".join(f"{str(k):{width}} | {v}" for k, v in result.items())

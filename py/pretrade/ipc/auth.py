@@ -45,7 +45,9 @@ def _parse_hash(name: str, stored: object) -> tuple[bytes, bytes]:
         raise ValueError(f"user {name}: the password hash must be a string")
     parts = stored.split("$")
     if len(parts) != 3 or parts[0] != "scrypt":
-        raise ValueError(f"user {name}: expected \"scrypt$<salt-hex>$<hash-hex>\", got {stored[:20]!r}...")
+        raise ValueError(
+            f'user {name}: expected "scrypt$<salt-hex>$<hash-hex>", got {stored[:20]!r}...'
+        )
     try:
         salt, digest = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
     except ValueError:
@@ -74,7 +76,7 @@ class Users:
             raise ValueError(f"users file {p}: not valid TOML: {e}") from None
         table = data.get("users", {})
         if not isinstance(table, dict):
-            raise ValueError(f"users file {p}: [users] must be a table of name = \"scrypt$...\"")
+            raise ValueError(f'users file {p}: [users] must be a table of name = "scrypt$..."')
         try:
             entries = {name: _parse_hash(name, stored) for name, stored in table.items()}
         except ValueError as e:
@@ -124,14 +126,21 @@ def set_user(path: str | os.PathLike, name: str, stored: str) -> None:
 
 # --- `pretrade users` ------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`pretrade users add NAME --file F` and `pretrade users list --file F`."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = sub.add_parser("add", help="add a user or change a password (from $PRETRADE_PASSWORD, or asked for)")
+    add = sub.add_parser(
+        "add", help="add a user or change a password (from $PRETRADE_PASSWORD, or asked for)"
+    )
     add.add_argument("name", help="user name (letters, digits, '_' or '-')")
-    add.add_argument("--file", default="config/users.toml", help="users file (default config/users.toml)")
+    add.add_argument(
+        "--file", default="config/users.toml", help="users file (default config/users.toml)"
+    )
     ls = sub.add_parser("list", help="list the users in a users file")
-    ls.add_argument("--file", default="config/users.toml", help="users file (default config/users.toml)")
+    ls.add_argument(
+        "--file", default="config/users.toml", help="users file (default config/users.toml)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

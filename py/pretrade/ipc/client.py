@@ -27,7 +27,7 @@ class QAuthError(ConnectionError):
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
-    """"host:port" -> (host, port); ":5010" and "5010" mean localhost. ValueError if malformed."""
+    """ "host:port" -> (host, port); ":5010" and "5010" mean localhost. ValueError if malformed."""
     text = str(addr).strip()
     if text.startswith(":"):
         text = text[1:]
@@ -55,8 +55,14 @@ def payload_of(args: tuple) -> bytes:
 class QClient:
     """One connection to a kdb+ IPC server (q, or a pretrade process). Not thread-safe."""
 
-    def __init__(self, host: str = "localhost", port: int = 5010, user: str = "", password: str = "",
-                 timeout: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 5010,
+        user: str = "",
+        password: str = "",
+        timeout: float | None = 10.0,
+    ) -> None:
         self.host, self.port, self.user, self.timeout = host, port, user, timeout
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
         self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -69,8 +75,10 @@ class QClient:
             raise
         if not answer:
             self.sock.close()
-            raise QAuthError(f"{host}:{port} refused the login for user {user!r}"
-                             " (it closed the connection during the handshake)")
+            raise QAuthError(
+                f"{host}:{port} refused the login for user {user!r}"
+                " (it closed the connection during the handshake)"
+            )
         self.capability = answer[0]
 
     def __enter__(self) -> QClient:
@@ -133,7 +141,7 @@ class QClient:
         msgtype, compressed, length = wire.parse_header(head)
         body = self._recv_exact(length - wire.HEADER_SIZE)
         if compressed:
-            return msgtype, wire.decompress(head + body)[wire.HEADER_SIZE:]
+            return msgtype, wire.decompress(head + body)[wire.HEADER_SIZE :]
         return msgtype, body
 
     def _recv_exact(self, n: int) -> bytes:
@@ -146,7 +154,9 @@ class QClient:
             except TimeoutError:
                 if got:  # half a message read: the stream can no longer be trusted
                     self.close()
-                    raise ConnectionError("timed out in the middle of a message; connection closed") from None
+                    raise ConnectionError(
+                        "timed out in the middle of a message; connection closed"
+                    ) from None
                 raise
             if k == 0:
                 self.close()

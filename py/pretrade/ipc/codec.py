@@ -115,34 +115,95 @@ _NS = np.dtype("datetime64[ns]")
 
 # q type character -> q vector type number ("C" is a list of char vectors: type 0)
 QTYPE_CHARS: dict[str, int] = {
-    "b": 1, "g": 2, "x": 4, "h": 5, "i": 6, "j": 7, "e": 8, "f": 9, "c": 10, "s": 11,
-    "p": 12, "m": 13, "d": 14, "z": 15, "n": 16, "u": 17, "v": 18, "t": 19, "C": 0,
+    "b": 1,
+    "g": 2,
+    "x": 4,
+    "h": 5,
+    "i": 6,
+    "j": 7,
+    "e": 8,
+    "f": 9,
+    "c": 10,
+    "s": 11,
+    "p": 12,
+    "m": 13,
+    "d": 14,
+    "z": 15,
+    "n": 16,
+    "u": 17,
+    "v": 18,
+    "t": 19,
+    "C": 0,
 }
 
 # vector type -> element size in bytes (symbols: variable)
-_SIZES = {1: 1, 2: 16, 4: 1, 5: 2, 6: 4, 7: 8, 8: 4, 9: 8, 10: 1, 12: 8, 13: 4, 14: 4,
-          15: 8, 16: 8, 17: 4, 18: 4, 19: 4}
+_SIZES = {
+    1: 1,
+    2: 16,
+    4: 1,
+    5: 2,
+    6: 4,
+    7: 8,
+    8: 4,
+    9: 8,
+    10: 1,
+    12: 8,
+    13: 4,
+    14: 4,
+    15: 8,
+    16: 8,
+    17: 4,
+    18: 4,
+    19: 4,
+}
 # vector type -> numpy dtype of the raw little-endian values
-_RAW_DTYPES = {1: np.dtype("bool"), 4: np.dtype("uint8"), 5: np.dtype("<i2"), 6: np.dtype("<i4"),
-               7: np.dtype("<i8"), 8: np.dtype("<f4"), 9: np.dtype("<f8"), 12: np.dtype("<i8"),
-               13: np.dtype("<i4"), 14: np.dtype("<i4"), 15: np.dtype("<f8"),
-               16: np.dtype("<i8"), 17: np.dtype("<i4"), 18: np.dtype("<i4"),
-               19: np.dtype("<i4")}
+_RAW_DTYPES = {
+    1: np.dtype("bool"),
+    4: np.dtype("uint8"),
+    5: np.dtype("<i2"),
+    6: np.dtype("<i4"),
+    7: np.dtype("<i8"),
+    8: np.dtype("<f4"),
+    9: np.dtype("<f8"),
+    12: np.dtype("<i8"),
+    13: np.dtype("<i4"),
+    14: np.dtype("<i4"),
+    15: np.dtype("<f8"),
+    16: np.dtype("<i8"),
+    17: np.dtype("<i4"),
+    18: np.dtype("<i4"),
+    19: np.dtype("<i4"),
+}
 _UNIT = {17: "m", 18: "s", 19: "ms"}
 
 _B = struct.Struct("<b")
 _I = struct.Struct("<i")
 _Q = struct.Struct("<q")
 _D = struct.Struct("<d")
-_ATOM_STRUCTS = {-1: struct.Struct("<?"), -4: struct.Struct("<B"), -5: struct.Struct("<h"),
-                 -6: _I, -7: _Q, -8: struct.Struct("<f"), -9: _D, -12: _Q, -13: _I, -14: _I,
-                 -15: _D, -16: _Q, -17: _I, -18: _I, -19: _I}
+_ATOM_STRUCTS = {
+    -1: struct.Struct("<?"),
+    -4: struct.Struct("<B"),
+    -5: struct.Struct("<h"),
+    -6: _I,
+    -7: _Q,
+    -8: struct.Struct("<f"),
+    -9: _D,
+    -12: _Q,
+    -13: _I,
+    -14: _I,
+    -15: _D,
+    -16: _Q,
+    -17: _I,
+    -18: _I,
+    -19: _I,
+}
 _VEC_HEADER = struct.Struct("<bbi")  # type, attribute, length
 _ATOM_J = struct.Struct("<bq")
 _ATOM_F = struct.Struct("<bd")
 
 
 # --- decoding --------------------------------------------------------------------------------
+
 
 def _as_buffer(buf: Any) -> Any:
     """A buffer with .find and slicing to bytes (bytes, bytearray, mmap pass; memoryview copies)."""
@@ -167,7 +228,7 @@ def decode(buf: Any, offset: int = 0) -> tuple[Any, int]:
         return _decode(buf, offset)
     except QDecodeError:
         raise
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
         raise QDecodeError(f"malformed or truncated q object at offset {offset}: {e}") from None
 
 
@@ -188,7 +249,7 @@ def _decode(buf: Any, pos: int) -> tuple[Any, int]:
                 end = buf.find(b"\x00", pos + 1)
                 if end < 0:
                     raise QDecodeError(f"unterminated symbol at offset {pos + 1}")
-                append(buf[pos + 1:end].decode("utf-8", "surrogateescape"))
+                append(buf[pos + 1 : end].decode("utf-8", "surrogateescape"))
                 pos = end + 1
             elif t == 0xF9:
                 append(_Q.unpack_from(buf, pos + 1)[0])
@@ -223,7 +284,7 @@ def _decode(buf: Any, pos: int) -> tuple[Any, int]:
         return None, pos + 1
     if 100 <= t <= 111:
         end = _skip(buf, pos - 1)
-        return QFunction(t, bytes(buf[pos - 1:end])), end
+        return QFunction(t, bytes(buf[pos - 1 : end])), end
     raise QDecodeError(f"unsupported q type {t} at offset {pos - 1}")
 
 
@@ -241,7 +302,7 @@ def _decode_atom(buf: Any, pos: int, t: int) -> tuple[Any, int]:
     if t == -10:
         if pos + 1 > len(buf):
             raise QDecodeError("truncated char atom")
-        return bytes(buf[pos:pos + 1]), pos + 1
+        return bytes(buf[pos : pos + 1]), pos + 1
     if t == -128:
         end = buf.find(b"\x00", pos)
         if end < 0:
@@ -250,7 +311,7 @@ def _decode_atom(buf: Any, pos: int, t: int) -> tuple[Any, int]:
     if t == -2:
         if pos + 16 > len(buf):
             raise QDecodeError("truncated guid atom")
-        return uuid.UUID(bytes=bytes(buf[pos:pos + 16])), pos + 16
+        return uuid.UUID(bytes=bytes(buf[pos : pos + 16])), pos + 16
     s = _ATOM_STRUCTS.get(t)
     if s is None:
         raise QDecodeError(f"unsupported q atom type {t} at offset {pos - 1}")
@@ -269,11 +330,14 @@ def _temporal_atom(t: int, v: Any) -> Any:
     if t == -14:
         if v == NULL_I:
             return np.datetime64("NaT", "D")
-        return _dt.date(2000, 1, 1) + _dt.timedelta(days=v)
+        try:
+            return _dt.date(2000, 1, 1) + _dt.timedelta(days=v)
+        except OverflowError:  # beyond Python's years 1..9999 (e.g. q's infinity 0Wd)
+            return np.datetime64(v + EPOCH_DAYS, "D")
     if t == -13:
         return np.datetime64("NaT", "M") if v == NULL_I else np.datetime64(v + EPOCH_MONTHS, "M")
     if t == -15:
-        if v != v:
+        if not abs(v) < 1e11:  # null (NaN), infinities and nonsense: NaT
             return np.datetime64("NaT", "ms")
         return np.datetime64(round(v * 86_400_000) + EPOCH_DAYS * 86_400_000, "ms")
     unit = _UNIT[-t]
@@ -298,7 +362,7 @@ def _decode_vector(buf: Any, pos: int, t: int) -> tuple[Any, int]:
         raw = bytes(buf[pos:end])
         out = np.empty(n, dtype=object)
         for i in range(n):
-            out[i] = uuid.UUID(bytes=raw[16 * i:16 * i + 16])
+            out[i] = uuid.UUID(bytes=raw[16 * i : 16 * i + 16])
         return out, end
     raw = np.frombuffer(buf, dtype=_RAW_DTYPES[t], count=n, offset=pos)
     return _vector_from_raw(t, raw), end
@@ -321,9 +385,9 @@ def _vector_from_raw(t: int, raw: np.ndarray) -> np.ndarray:
         out[raw == NULL_I] = NULL_J
         return out.view(f"timedelta64[{_UNIT[t]}]")
     if t == 15:
-        nan = np.isnan(raw)
-        out = np.round(np.where(nan, 0.0, raw) * 86_400_000).astype("<i8") + EPOCH_DAYS * 86_400_000
-        out[nan] = NULL_J
+        bad = ~(np.abs(raw) < 1e11)  # null (NaN), infinities and nonsense become NaT
+        out = np.round(np.where(bad, 0.0, raw) * 86_400_000).astype("<i8") + EPOCH_DAYS * 86_400_000
+        out[bad] = NULL_J
         return out.view("datetime64[ms]")
     return raw.astype(raw.dtype.newbyteorder("="), copy=True)
 
@@ -365,7 +429,7 @@ def _items(v: Any) -> list:
     if isinstance(v, np.ndarray):
         return v.tolist() if v.dtype.kind in "biuf" else list(v)
     if isinstance(v, bytes):
-        return [v[i:i + 1] for i in range(len(v))]
+        return [v[i : i + 1] for i in range(len(v))]
     if isinstance(v, list):
         return v
     return [v]
@@ -416,6 +480,7 @@ def _object_array(items: list) -> np.ndarray:
 
 
 # --- structural walk (no Python objects built) -----------------------------------------------
+
 
 def object_size(buf: Any, offset: int = 0) -> int:
     """The size in bytes of the q object at `offset`, by a structural walk; QDecodeError if bad."""
@@ -507,6 +572,7 @@ def _skip(buf: Any, pos: int) -> int:
 
 
 # --- encoding --------------------------------------------------------------------------------
+
 
 def encode(obj: Any) -> bytes:
     """Encode a Python value as a q object (see the module docstring for the mapping)."""
@@ -607,7 +673,9 @@ def _encode_other(obj: Any, out: list[bytes]) -> None:
     if isinstance(obj, bytes | bytearray | memoryview):
         return _enc_bytes(bytes(obj), out)
     if isinstance(obj, QError):
-        return out.append(b"\x80" + str(obj.message).encode("utf-8", "replace").replace(b"\x00", b" ") + b"\x00")
+        return out.append(
+            b"\x80" + str(obj.message).encode("utf-8", "replace").replace(b"\x00", b" ") + b"\x00"
+        )
     if isinstance(obj, QRaw):
         return out.append(obj.data)
     if isinstance(obj, QFunction):
@@ -647,9 +715,20 @@ def _encode_other(obj: Any, out: list[bytes]) -> None:
     raise QEncodeError(f"cannot encode a {type(obj).__name__} as a q object")
 
 
-_EXACT = {bool: _enc_bool, int: _enc_int, float: _enc_float, str: _enc_str, bytes: _enc_bytes,
-          type(None): _enc_none, list: _enc_list, tuple: _enc_list, dict: _enc_dict,
-          np.ndarray: _enc_ndarray, np.datetime64: _enc_datetime64, np.float64: _enc_float}
+_EXACT = {
+    bool: _enc_bool,
+    int: _enc_int,
+    float: _enc_float,
+    str: _enc_str,
+    bytes: _enc_bytes,
+    type(None): _enc_none,
+    list: _enc_list,
+    tuple: _enc_list,
+    dict: _enc_dict,
+    np.ndarray: _enc_ndarray,
+    np.datetime64: _enc_datetime64,
+    np.float64: _enc_float,
+}
 
 
 def _timestamp_ns(v: Any) -> int:
@@ -738,8 +817,13 @@ def encode_vector(arr: Any) -> bytes:
     if k == "b":
         return _raw_vector(1, arr)
     if k in "iu":
-        t = {np.dtype("uint8"): 4, np.dtype("int8"): 5, np.dtype("int16"): 5,
-             np.dtype("uint16"): 6, np.dtype("int32"): 6}.get(arr.dtype.newbyteorder("="), 7)
+        t = {
+            np.dtype("uint8"): 4,
+            np.dtype("int8"): 5,
+            np.dtype("int16"): 5,
+            np.dtype("uint16"): 6,
+            np.dtype("int32"): 6,
+        }.get(arr.dtype.newbyteorder("="), 7)
         if arr.dtype == np.uint64 and len(arr) and arr.max() > np.iinfo(np.int64).max:
             raise QEncodeError("uint64 values do not fit a q long")
         return _raw_vector(t, arr)
@@ -779,9 +863,15 @@ def _series_vector(s: Any) -> bytes:
 
     dt = s.dtype
     if isinstance(dt, pd.DatetimeTZDtype):
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(s, pd.Series) else s.tz_convert("UTC").tz_localize(None)
+        s = (
+            s.dt.tz_convert("UTC").dt.tz_localize(None)
+            if isinstance(s, pd.Series)
+            else s.tz_convert("UTC").tz_localize(None)
+        )
         return encode_vector(s.to_numpy())
-    if isinstance(dt, pd.CategoricalDtype | pd.StringDtype) or (dt.kind == "O" and _all_str_or_na(s)):
+    if isinstance(dt, pd.CategoricalDtype | pd.StringDtype) or (
+        dt.kind == "O" and _all_str_or_na(s)
+    ):
         return encode_symbols("" if _isna(x) else x for x in s.to_numpy(dtype=object))
     if isinstance(dt, pd.api.extensions.ExtensionDtype) and not isinstance(dt, pd.CategoricalDtype):
         kind = dt.kind
@@ -795,13 +885,18 @@ def _series_vector(s: Any) -> bytes:
 
 
 def _isna(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and x != x) or type(x).__name__ in ("NAType", "NaTType")
+    return (
+        x is None or (isinstance(x, float) and x != x) or type(x).__name__ in ("NAType", "NaTType")
+    )
 
 
 def _all_str_or_na(s: Any) -> bool:
     vals = s.to_numpy(dtype=object)
-    return len(vals) > 0 and all(isinstance(x, str) or _isna(x) for x in vals) and any(
-        isinstance(x, str) for x in vals)
+    return (
+        len(vals) > 0
+        and all(isinstance(x, str) or _isna(x) for x in vals)
+        and any(isinstance(x, str) for x in vals)
+    )
 
 
 def _enc_frame(df: Any, out: list[bytes]) -> None:
@@ -820,6 +915,7 @@ def _enc_frame(df: Any, out: list[bytes]) -> None:
 
 
 # --- schema-directed encoding ----------------------------------------------------------------
+
 
 def encode_atom(value: Any, qtype: str) -> bytes:
     """One value as the q atom of type character `qtype` ("C": a char vector from str/bytes)."""
@@ -876,12 +972,23 @@ def encode_row(values: Any, qtypes: str) -> bytes:
     if len(values) != len(qtypes):
         raise QEncodeError(f"row has {len(values)} values for {len(qtypes)} types {qtypes!r}")
     return _VEC_HEADER.pack(0, 0, len(values)) + b"".join(
-        encode_atom(v, t) for v, t in zip(values, qtypes, strict=True))
+        encode_atom(v, t) for v, t in zip(values, qtypes, strict=True)
+    )
 
 
-_EMPTY_DTYPES = {"b": "bool", "x": "uint8", "h": "int16", "i": "int32", "j": "int64", "e": "float32",
-                 "f": "float64", "p": "datetime64[ns]", "m": "datetime64[M]", "d": "datetime64[D]",
-                 "n": "timedelta64[ns]"}
+_EMPTY_DTYPES = {
+    "b": "bool",
+    "x": "uint8",
+    "h": "int16",
+    "i": "int32",
+    "j": "int64",
+    "e": "float32",
+    "f": "float64",
+    "p": "datetime64[ns]",
+    "m": "datetime64[M]",
+    "d": "datetime64[D]",
+    "n": "timedelta64[ns]",
+}
 
 
 def _to_qtype(col: Any, qtype: str) -> np.ndarray:
@@ -892,8 +999,13 @@ def _to_qtype(col: Any, qtype: str) -> np.ndarray:
     if qtype == "p":
         if arr.dtype.kind != "M":
             if arr.dtype.kind == "O" or arr.dtype.kind == "U":
-                arr = np.array([np.datetime64("NaT") if _isna(x) else np.datetime64(_as_naive(x), "ns") for x in arr],
-                               dtype="datetime64[ns]")
+                arr = np.array(
+                    [
+                        np.datetime64("NaT") if _isna(x) else np.datetime64(_as_naive(x), "ns")
+                        for x in arr
+                    ],
+                    dtype="datetime64[ns]",
+                )
             else:
                 raise QEncodeError(f"timestamp column needs datetime values, got dtype {arr.dtype}")
         return arr
@@ -903,14 +1015,23 @@ def _to_qtype(col: Any, qtype: str) -> np.ndarray:
         return arr.astype("datetime64[M]") if arr.dtype.kind in "MOU" else _fail(arr, qtype)
     if qtype == "n":
         return arr.astype("timedelta64[ns]") if arr.dtype.kind in "mO" else _fail(arr, qtype)
-    dtype = {"b": "bool", "x": "uint8", "h": "int16", "i": "int32", "j": "int64", "e": "float32",
-             "f": "float64"}.get(qtype)
+    dtype = {
+        "b": "bool",
+        "x": "uint8",
+        "h": "int16",
+        "i": "int32",
+        "j": "int64",
+        "e": "float32",
+        "f": "float64",
+    }.get(qtype)
     if dtype is None:
         raise QEncodeError(f"q type {qtype!r} has no numpy dtype")
     if arr.dtype.kind in "biuf":
         if np.dtype(dtype).kind in "iu" and arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-                raise QEncodeError(f"column of type {qtype!r} needs integers, got fractional or NaN values")
+                raise QEncodeError(
+                    f"column of type {qtype!r} needs integers, got fractional or NaN values"
+                )
         elif np.dtype(dtype).kind == "b" and arr.dtype.kind != "b":
             raise QEncodeError(f"boolean column needs bool values, got dtype {arr.dtype}")
         return arr.astype(dtype, copy=False)
@@ -972,7 +1093,8 @@ def encode_columns(columns: Any, qtypes: str) -> bytes:
     if len(lengths) > 1:
         raise QEncodeError(f"columns have different lengths: {sorted(lengths)}")
     return _VEC_HEADER.pack(0, 0, len(columns)) + b"".join(
-        encode_column(c, t) for c, t in zip(columns, qtypes, strict=True))
+        encode_column(c, t) for c, t in zip(columns, qtypes, strict=True)
+    )
 
 
 def encode_table(df_or_columns: Any, qtypes: str, names: list[str]) -> bytes:

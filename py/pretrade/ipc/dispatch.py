@@ -40,9 +40,12 @@ _BOOLS = re.compile(r"^([01]+)b$")
 class Dispatcher(Handler):
     """Decode each message and call what it names; return values become sync responses."""
 
-    def __init__(self, functions: dict[str, Callable[..., Any]],
-                 expressions: dict[str, Callable[[Connection], Any]] | None = None,
-                 sql: Callable[[Connection, str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        functions: dict[str, Callable[..., Any]],
+        expressions: dict[str, Callable[[Connection], Any]] | None = None,
+        sql: Callable[[Connection, str], Any] | None = None,
+    ) -> None:
         self.functions = dict(functions)
         self.expressions = dict(expressions or {})
         self.sql = sql
@@ -183,7 +186,9 @@ def parse_literal(text: str) -> Any:
             day = np.datetime64(dt.date(int(y), int(mo), int(d)), "ns")
         except ValueError:
             return _NOT_LITERAL
-        ns = ((int(hh) * 60 + int(mi)) * 60 + int(ss or 0)) * 1_000_000_000 + int((frac or "").ljust(9, "0"))
+        ns = ((int(hh) * 60 + int(mi)) * 60 + int(ss or 0)) * 1_000_000_000 + int(
+            (frac or "").ljust(9, "0")
+        )
         return day + np.timedelta64(ns, "ns")
     if t == "::":
         return None

@@ -47,8 +47,9 @@ class Handler:
 class Connection:
     """One logged-in client: send to it, see how much output it has not read, close it."""
 
-    def __init__(self, handle: int, user: str, peer: str, transport: asyncio.Transport,
-                 max_buffer: int) -> None:
+    def __init__(
+        self, handle: int, user: str, peer: str, transport: asyncio.Transport, max_buffer: int
+    ) -> None:
         self.handle = handle
         self.user = user
         self.peer = peer
@@ -84,12 +85,15 @@ class Connection:
         return True
 
     def _room(self) -> bool:
-        if self.closed:
+        if self.closed or self.transport.is_closing():
             return False
         backlog = self.transport.get_write_buffer_size()
         if backlog > self.max_buffer:
-            self.close(f"output backlog {backlog} bytes passed max_buffer {self.max_buffer}"
-                       " (client not reading); cut off", abort=True)
+            self.close(
+                f"output backlog {backlog} bytes passed max_buffer {self.max_buffer}"
+                " (client not reading); cut off",
+                abort=True,
+            )
             return False
         return True
 
@@ -97,8 +101,9 @@ class Connection:
         """Bytes queued in the transport and not yet sent."""
         return 0 if self.closed else self.transport.get_write_buffer_size()
 
-    def close(self, reason: str = "closed by server", abort: bool = False,
-              level: int = logging.WARNING) -> None:
+    def close(
+        self, reason: str = "closed by server", abort: bool = False, level: int = logging.WARNING
+    ) -> None:
         """Close with a log line naming the connection; abort drops unsent output."""
         if self.closed:
             return
@@ -138,13 +143,17 @@ class _Protocol(asyncio.Protocol):
             return
         conn.closed = True
         self.ctx.connections.pop(conn.handle, None)
-        log.info("disconnected %s%s", conn.name, f": {conn.close_reason}" if conn.close_reason else "")
+        log.info(
+            "disconnected %s%s", conn.name, f": {conn.close_reason}" if conn.close_reason else ""
+        )
         try:
             self.ctx.handler.on_disconnect(conn)
         except Exception:
             log.exception("handler.on_disconnect failed for %s", conn.name)
 
     def data_received(self, data: bytes) -> None:
+        if self.conn is not None and self.conn.closed:
+            return  # closed by us; what is still in flight is dropped
         if self.buf or self.authenticating:
             self.buf += data
             if self.authenticating or len(self.buf) < self.need:
@@ -187,7 +196,9 @@ class _Protocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         if not ok:
-            log.warning("login refused for user %r from %s (wrong user or password)", user, self.peer)
+            log.warning(
+                "login refused for user %r from %s (wrong user or password)", user, self.peer
+            )
             self.transport.close()
             return
         rest = bytes(self.buf)
@@ -231,13 +242,15 @@ class _Protocol(asyncio.Protocol):
                 break
             if compressed:
                 try:
-                    payload = memoryview(wire.decompress(mv[pos:pos + length]))[wire.HEADER_SIZE:]
+                    payload = memoryview(wire.decompress(mv[pos : pos + length]))[
+                        wire.HEADER_SIZE :
+                    ]
                 except wire.QFrameError as e:
                     self._flush(batch)
                     conn.close(f"bad compressed message: {e}", abort=True)
                     return
             else:
-                payload = mv[pos + wire.HEADER_SIZE:pos + length]
+                payload = mv[pos + wire.HEADER_SIZE : pos + length]
             pos += length
             if batch_hook is not None and msgtype == wire.ASYNC:
                 batch.append((msgtype, payload))
@@ -251,8 +264,9 @@ class _Protocol(asyncio.Protocol):
             return
         if pos < n:
             self.buf = bytearray(mv[pos:])
-            self.need = (wire.parse_header(self.buf)[2] if n - pos >= wire.HEADER_SIZE
-                         else wire.HEADER_SIZE)
+            self.need = (
+                wire.parse_header(self.buf)[2] if n - pos >= wire.HEADER_SIZE else wire.HEADER_SIZE
+            )
 
     def _flush(self, batch: list[tuple[int, memoryview]]) -> bool:
         """Hand a run of async messages to on_messages; False if the connection got closed."""
@@ -298,7 +312,9 @@ def _describe(e: BaseException) -> str:
 class _ServerContext:
     """What every connection of one server shares."""
 
-    def __init__(self, handler: Handler, users: Users | None, max_buffer: int, max_message: int) -> None:
+    def __init__(
+        self, handler: Handler, users: Users | None, max_buffer: int, max_message: int
+    ) -> None:
         self.handler = handler
         self.batch_hook = getattr(handler, "on_messages", None)
         self.users = users
@@ -316,9 +332,14 @@ class _ServerContext:
                 proto.transport.close()
 
 
-async def start_server(handler: Handler, host: str, port: int, users: Users | None = None,
-                       max_buffer: int = DEFAULT_MAX_BUFFER,
-                       max_message: int = wire.MAX_MESSAGE) -> asyncio.Server:
+async def start_server(
+    handler: Handler,
+    host: str,
+    port: int,
+    users: Users | None = None,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
+    max_message: int = wire.MAX_MESSAGE,
+) -> asyncio.Server:
     """Listen on host:port; returns the asyncio.Server (its `.connections`: handle -> Connection)."""
     ctx = _ServerContext(handler, users, max_buffer, max_message)
     loop = asyncio.get_running_loop()
@@ -327,11 +348,18 @@ async def start_server(handler: Handler, host: str, port: int, users: Users | No
     server.pretrade_close_all = ctx.close_all  # type: ignore[attr-defined]
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     if users is None:
-        log.warning("listening on %s with NO users file: every login is accepted (kdb+'s default);"
-                    " pass a users file to require passwords", where)
+        log.warning(
+            "listening on %s with NO users file: every login is accepted (kdb+'s default);"
+            " pass a users file to require passwords",
+            where,
+        )
     else:
-        log.info("listening on %s; logins checked against %s (%d users)", where,
-                 users.path or "users", len(users.entries))
+        log.info(
+            "listening on %s; logins checked against %s (%d users)",
+            where,
+            users.path or "users",
+            len(users.entries),
+        )
     hook = getattr(handler, "on_start", None)
     if hook is not None:
         await _maybe_await(hook(server))
@@ -357,13 +385,19 @@ async def _maybe_await(x: Any) -> Any:
 class BackgroundServer:
     """A server on its own event loop in a daemon thread (tests, notebooks, embedding).
 
-        with BackgroundServer(handler, "127.0.0.1", port) as srv:
-            ...  # handler methods run on srv's thread; srv.call(fn) runs fn there too
+    with BackgroundServer(handler, "127.0.0.1", port) as srv:
+        ...  # handler methods run on srv's thread; srv.call(fn) runs fn there too
     """
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
-                 users: Users | None = None, max_buffer: int = DEFAULT_MAX_BUFFER,
-                 max_message: int = wire.MAX_MESSAGE) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        users: Users | None = None,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_message: int = wire.MAX_MESSAGE,
+    ) -> None:
         self.handler, self.host, self.port, self.users = handler, host, port, users
         self.max_buffer, self.max_message = max_buffer, max_message
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -381,8 +415,16 @@ class BackgroundServer:
             loop = asyncio.new_event_loop()
             self.loop = loop
             try:
-                self.server = loop.run_until_complete(start_server(
-                    self.handler, self.host, self.port, self.users, self.max_buffer, self.max_message))
+                self.server = loop.run_until_complete(
+                    start_server(
+                        self.handler,
+                        self.host,
+                        self.port,
+                        self.users,
+                        self.max_buffer,
+                        self.max_message,
+                    )
+                )
                 self.port = self.server.sockets[0].getsockname()[1]
             except BaseException as e:  # reported to the starting thread
                 failure.append(e)
@@ -404,6 +446,7 @@ class BackgroundServer:
 
     def call(self, fn: Any, *args: Any, timeout: float = 10.0) -> Any:
         """Run fn(*args) on the server's thread (coroutines awaited) and return its result."""
+
         async def wrapper() -> Any:
             return await _maybe_await(fn(*args))
 
@@ -432,8 +475,14 @@ class BackgroundServer:
         self.stop()
 
 
-def serve_forever(handler: Handler, host: str, port: int, users: Users | None = None,
-                  max_buffer: int = DEFAULT_MAX_BUFFER, max_message: int = wire.MAX_MESSAGE) -> None:
+def serve_forever(
+    handler: Handler,
+    host: str,
+    port: int,
+    users: Users | None = None,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
+    max_message: int = wire.MAX_MESSAGE,
+) -> None:
     """Run a server until SIGINT/SIGTERM, then call handler.on_shutdown() and close cleanly."""
 
     async def main() -> None:

@@ -39,8 +39,9 @@ def header(payload_len: int, msgtype: int = ASYNC) -> bytes:
     return _HEADER.pack(1, msgtype, 0, 0, payload_len + HEADER_SIZE)
 
 
-def parse_header(buf: bytes | bytearray | memoryview, max_length: int = MAX_MESSAGE,
-                 offset: int = 0) -> tuple[int, bool, int]:
+def parse_header(
+    buf: bytes | bytearray | memoryview, max_length: int = MAX_MESSAGE, offset: int = 0
+) -> tuple[int, bool, int]:
     """(msgtype, compressed, total length) from the 8 bytes at offset; QFrameError on nonsense."""
     if len(buf) - offset < HEADER_SIZE:
         raise QFrameError(f"header needs 8 bytes, got {len(buf) - offset}")
@@ -59,6 +60,7 @@ def parse_header(buf: bytes | bytearray | memoryview, max_length: int = MAX_MESS
 
 
 # --- compression -----------------------------------------------------------------------------
+
 
 def decompress(msg: bytes | bytearray | memoryview) -> bytes:
     """The uncompressed message (header included, compressed flag cleared) of a compressed one."""
@@ -91,7 +93,7 @@ def decompress(msg: bytes | bytearray | memoryview) -> bytes:
                 n = src[d + 1] + 2
                 d += 2
                 if r + n <= s:
-                    dst[s:s + n] = dst[r:r + n]
+                    dst[s : s + n] = dst[r : r + n]
                 else:  # the run overlaps its own output: copy byte by byte
                     for m in range(n):
                         dst[s + m] = dst[r + m]
@@ -182,6 +184,7 @@ def compress(msg: bytes | bytearray | memoryview) -> bytes:
 
 
 # --- handshake -------------------------------------------------------------------------------
+
 
 def parse_handshake(buf: bytes | bytearray) -> tuple[str, str, int, int] | None:
     """(user, password, capability, bytes used) once the NUL arrives, else None; QFrameError if junk."""

@@ -50,6 +50,7 @@ class OrderBook:
         self.l3: list[tuple] = []
         self.trades: list[tuple] = []
         self.next_id = 1
+        self.version = 0  # counts changes, so a watcher knows whether anything happened
 
     # ---- reading ----------------------------------------------------------------------------
     def best_bid(self) -> int | None:
@@ -113,6 +114,7 @@ class OrderBook:
         side, price, size, _ = o
         self._unlink(side, price, orderid, size)
         self.l3.append((t, "delete", orderid, side, price, size))
+        self.version += 1
         return size
 
     def modify(self, t: int, orderid: int, size: int) -> bool:
@@ -131,6 +133,7 @@ class OrderBook:
         o[2] = size
         self.depth[side][price] += size - old
         self.l3.append((t, "modify", orderid, side, price, size))
+        self.version += 1
         return True
 
     def execute(self, t: int, orderid: int, size: int, aggressor_side: int | None = None) -> int:
@@ -155,6 +158,7 @@ class OrderBook:
         self.depth[side][price] += size
         self.orders[orderid] = [side, price, size, owner]
         self.l3.append((t, "add", orderid, side, price, size))
+        self.version += 1
 
     def _unlink(self, side: int, price: int, orderid: int, size: int) -> None:
         level = self.levels[side][price]
@@ -169,6 +173,7 @@ class OrderBook:
     def _fill(self, t: int, orderid: int, o: list[int], size: int, aggressor: int) -> Fill:
         side, price, old, owner = o
         self.l3.append((t, "trade", orderid, side, price, size))
+        self.version += 1
         self.trades.append((t, price, size, aggressor))
         if size >= old:
             del self.orders[orderid]

@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pub.close()
     if report is not None:
-        for line in report.summary().splitlines():
-            log.info("%s", line)
+        first, *problems = report.summary().splitlines()
+        log.info("%s", first)
+        for line in problems:
+            (log.info if "no problems" in line else log.warning)("%s", line.strip())
     return 0 if not result["refused"] else 1
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pretrade.market.book import BUY, SELL, OrderBook
+from pretrade.market.book import BUY, EXTERNAL, SELL, OrderBook
 from pretrade.market.instruments import Instrument, resolve
+from pretrade.market.tape import Tape
 from pretrade.schema import BOOK_LEVELS, empty_frame, table
 
 BLOCK_SECONDS = 60
@@ -173,11 +174,7 @@ class InstrumentSim:
         self.fund: list[float] = paths.fund[index].tolist()
         self.plan_stress: list[float] = plan.stress[index].tolist()
         self.mid_at = np.full(self.n_sec, np.nan)  # mid (ticks) at the start of each second
-        self.quotes: list[tuple] = []
-        self.book_rows: list[tuple] = []
-        self.last_top: tuple = (None, None, 0, 0)
-        self.next_snap = start_ns
-        self.dirty = True
+        self.tape = Tape(self.book, book_interval_ns)
         self.children = self._schedule_children()
 
     # ---- scheduling -----------------------------------------------------------------------------
@@ -193,7 +190,8 @@ class InstrumentSim:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(times), np.concatenate(which)
 
-    def _block_events(self, s0: int, s1: int):
+    def _block_events(self, s0: int, s1: int) -> tuple[np.ndarray, ...]:
+        """The block's events in time order: times, types, metaorder index, uniforms, normal."""
         rng = self.rng
         counts = rng.poisson(self.paths.rate[self.i, s0:s1])
         n = int(counts.sum())
@@ -203,7 +201,7 @@ class InstrumentSim:
         times, sec = times[order], sec[order]
         cum = self.paths.weights[self.i, sec]
         types = (rng.random(n)[:, None] > cum[:, :-1]).sum(axis=1)
-        u1, u2, z = rng.random(n), rng.random(n), rng.standard_normal(n)
+        u1, u2, u3, z = rng.random(n), rng.random(n), rng.random(n), rng.standard_normal(n)
         payload = np.full(n, -1)
         ct, cw = self.children
         lo, hi = self.start_ns + s0 * NS, self.start_ns + s1 * NS
@@ -213,10 +211,10 @@ class InstrumentSim:
             times = np.concatenate([times, ct[sel]])
             types = np.concatenate([types, np.full(k, EV_ALGO)])
             payload = np.concatenate([payload, cw[sel]])
-            u1, u2, z = (np.concatenate([a, np.zeros(k)]) for a in (u1, u2, z))
+            u1, u2, u3, z = (np.concatenate([a, np.zeros(k)]) for a in (u1, u2, u3, z))
             order = np.argsort(times, kind="stable")
-            times, types, payload, u1, u2, z = (a[order] for a in (times, types, payload, u1, u2, z))
-        return times, types, payload, u1, u2, z
+            times, types, payload, u1, u2, u3, z = (a[order] for a in (times, types, payload, u1, u2, u3, z))
+        return times, types, payload, u1, u2, u3, z
 
     # ---- state ----------------------------------------------------------------------------------
     def mid(self) -> float:
@@ -294,7 +292,7 @@ class InstrumentSim:
                     oid, _ = book.submit(t, side, size, price, MM)
                     mine[price] = oid
 
-    def _limit(self, t: int, sec: int, u1: float, u2: float, z: float) -> None:
+    def _limit(self, t: int, sec: int, u1: float, u2: float, u3: float, z: float) -> None:
         book, ins = self.book, self.ins
         side = BUY if u1 < 0.5 else SELL
         best = book.best_bid() if side == BUY else book.best_ask()
@@ -302,7 +300,7 @@ class InstrumentSim:
         if best is None:
             best = math.floor(self.reference(sec)) if side == BUY else math.ceil(self.reference(sec))
         k = int(math.log(max(u2, 1e-12)) / math.log(0.62))
-        if k == 0 and opp is not None and abs(opp - best) > 1 and u1 * 2 % 1 < 0.3:
+        if k == 0 and opp is not None and abs(opp - best) > 1 and u3 < 0.3:
             k = -1  # improve inside a wide spread
         price = best - side * k
         if opp is not None and (price >= opp if side == BUY else price <= opp):
@@ -310,7 +308,7 @@ class InstrumentSim:
         size = max(1, int(0.3 * ins.mm_size * math.exp(0.8 * z))) * ins.lot
         oid, fills = book.submit(t, side, size, price, NOISE)
         self._on_fills(t, fills)
-        life = -math.log(max(1e-12, (u2 * 7919) % 1)) * 15.0
+        life = -math.log(max(1e-12, u3 / 0.3 if u3 < 0.3 else (u3 - 0.3) / 0.7)) * 15.0  # mean 15 s
         heapq.heappush(self.expiry, (t + int(life * NS), oid))
 
     def _market(self, t: int, side: int, units: float) -> None:
@@ -352,11 +350,30 @@ class InstrumentSim:
             m.end_mid = self.mid()
             m.end_fund = self.fund[min(int(m.end), self.n_sec - 1)]
 
+    # ---- the venue: orders from outside ---------------------------------------------------------
+    def external(self, t: int, side: int, size: int, price: int | None) -> tuple[int, list]:
+        """An outside order (the exchange simulator's): matched, rested, and felt by the agents."""
+        self.tape.before(t)
+        oid, fills = self.book.submit(t, side, size, price, EXTERNAL)
+        self._on_fills(t, fills)
+        self.tape.after(t)
+        return oid, fills
+
+    def cancel_external(self, t: int, orderid: int) -> int:
+        """Cancel a resting outside order; the size removed (0 if it is gone)."""
+        o = self.book.orders.get(orderid)
+        if o is None or o[3] != EXTERNAL:
+            return 0
+        self.tape.before(t)
+        size = self.book.cancel(t, orderid)
+        self.tape.after(t)
+        return size
+
     # ---- the loop -------------------------------------------------------------------------------
-    def run_block(self, s0: int, s1: int) -> dict[str, pd.DataFrame]:
-        """Advance seconds [s0, s1); the rows of every table produced, in time order."""
-        book = self.book
-        times, types, payload, u1, u2, z = (a.tolist() for a in self._block_events(s0, s1))
+    def run_block(self, s0: int, s1: int) -> dict[str, dict[str, np.ndarray]]:
+        """Advance seconds [s0, s1); the rows produced, as column arrays per table."""
+        book, tape = self.book, self.tape
+        times, types, payload, u1, u2, u3, z = (a.tolist() for a in self._block_events(s0, s1))
         fund = self.fund
         next_sec = s0
         for j in range(len(times)):
@@ -368,12 +385,15 @@ class InstrumentSim:
             exp = self.expiry
             while exp and exp[0][0] <= t:
                 te, oid = heapq.heappop(exp)
+                tape.before(te)
                 book.cancel(te, oid)
+                tape.after(te)
+            tape.before(t)
             typ = types[j]
             if typ == EV_MM:
                 self._requote(t, sec, u1[j])
             elif typ == EV_LIMIT:
-                self._limit(t, sec, u1[j], u2[j], z[j])
+                self._limit(t, sec, u1[j], u2[j], u3[j], z[j])
             elif typ == EV_MARKET:
                 units = 0.15 * self.ins.mm_size * min(30.0, max(u2[j], 1e-9) ** (-1 / 1.6))
                 self._market(t, BUY if u1[j] < 0.5 else SELL, units)
@@ -390,37 +410,25 @@ class InstrumentSim:
                     self._market(t, BUY if gap > 0 else SELL, units)
             else:
                 self._algo(t, sec, payload[j])
-            self._record(t)
+            tape.after(t)
         end = self.start_ns + s1 * NS
         while self.expiry and self.expiry[0][0] < end:  # lifetimes that end in this block
             te, oid = heapq.heappop(self.expiry)
+            tape.before(te)
             book.cancel(te, oid)
-            self._record(te)
+            tape.after(te)
+        tape.flush()
         while next_sec < s1:
             self.mid_at[next_sec] = self.mid()
             next_sec += 1
         return self._drain()
-
-    def _record(self, t: int) -> None:
-        book = self.book
-        top = book.top()
-        if top != self.last_top:
-            self.last_top = top
-            self.quotes.append((t, *top))
-            self.dirty = True
-        elif book.l3 and book.l3[-1][0] == t:
-            self.dirty = True
-        if self.dirty and t >= self.next_snap:
-            self.book_rows.append((t, *book.snapshot(BOOK_LEVELS)))
-            self.next_snap = (t // self.book_interval + 1) * self.book_interval
-            self.dirty = False
 
     def _drain(self) -> dict[str, dict[str, np.ndarray]]:
         """This block's rows as column arrays per table (prices in price units)."""
         ins, book = self.ins, self.book
         tick, dec = ins.tick, ins.decimals
         out: dict[str, dict[str, np.ndarray]] = {}
-        q = self.quotes
+        q = self.tape.quotes
         if q:
             qa = np.array([(r[0], -1 if r[1] is None else r[1], -1 if r[2] is None else r[2],
                             r[3], r[4]) for r in q], dtype=np.int64)
@@ -436,11 +444,11 @@ class InstrumentSim:
             out["l3"] = {"time": la[:, 0], "event": np.array([r[1] for r in l3], dtype=object),
                          "orderid": la[:, 1], "side": np.where(la[:, 2] > 0, "buy", "sell").astype(object),
                          "price": _px(la[:, 3], tick, dec), "size": la[:, 4]}
-        if self.book_rows:
-            out["book"] = _book_columns(self.book_rows, tick, dec)
+        if self.tape.snaps:
+            out["book"] = _book_columns(self.tape.snaps, tick, dec)
         for cols in out.values():
             cols["sym"] = np.full(len(cols["time"]), ins.sym, dtype=object)
-        self.quotes, self.book_rows = [], []
+        self.tape.quotes, self.tape.snaps = [], []
         book.l3, book.trades = [], []
         return out
 
@@ -564,14 +572,48 @@ class Simulation:
             for i, ins in enumerate(self.insts)
         ]
         self.done = False
+        self.clock = 0  # seconds of market time simulated so far
 
     @property
     def syms(self) -> list[str]:
         return [i.sym for i in self.insts]
 
+    def submit(self, sym: str, side: str, size: int, price: float | None = None,
+               t_ns: int | None = None) -> tuple[int, list[dict]]:
+        """Send an outside order into `sym`'s book (None price: a market order).
+
+        Returns the order id and its fills as dicts (price in price units, size, resting id).
+        The order is stamped `t_ns` (default: the end of market time simulated so far); its
+        trades, quotes and L3 events appear in the next block the simulation yields.
+        """
+        sim, side_i, t = self._venue(sym, side, t_ns)
+        if size <= 0 or size % sim.ins.lot:
+            raise ValueError(f"size {size} must be a positive multiple of {sym}'s lot size {sim.ins.lot}")
+        ticks = None if price is None else int(round(price / sim.ins.tick))
+        if price is not None and abs(ticks * sim.ins.tick - price) > 1e-9 * max(1.0, abs(price)):
+            raise ValueError(f"price {price} is not a multiple of {sym}'s tick {sim.ins.tick}")
+        oid, fills = sim.external(t, side_i, size, ticks)
+        return oid, [{"price": round(f.price * sim.ins.tick, sim.ins.decimals), "size": f.size,
+                      "resting_id": f.resting_id} for f in fills]
+
+    def cancel(self, sym: str, orderid: int, t_ns: int | None = None) -> int:
+        """Cancel an outside order still resting in `sym`'s book; the size removed (0 if none)."""
+        sim, _, t = self._venue(sym, "buy", t_ns)
+        return sim.cancel_external(t, orderid)
+
+    def _venue(self, sym: str, side: str, t_ns: int | None) -> tuple[InstrumentSim, int, int]:
+        sims = {s.ins.sym: s for s in self.sims}
+        if sym not in sims:
+            raise ValueError(f"{sym!r} is not traded in this simulation ({', '.join(sims)})")
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        t = self.start_ns + self.clock * NS if t_ns is None else int(t_ns)
+        return sims[sym], BUY if side == "buy" else SELL, t
+
     def blocks(self) -> Iterator[dict[str, pd.DataFrame]]:
         """Every table's rows, BLOCK_SECONDS of market time at a time."""
         for s0 in range(0, self.n_sec, BLOCK_SECONDS):
+            self.clock = s0
             s1 = min(self.n_sec, s0 + BLOCK_SECONDS)
             parts = [sim.run_block(s0, s1) for sim in self.sims]
             out = {name: merge_columns([p.get(name, {}) for p in parts], name)
@@ -580,6 +622,7 @@ class Simulation:
             if self.plan.orderflow is not None:
                 mids = np.array([sim.mid_at * sim.ins.tick for sim in self.sims])
                 out["order"] = self.plan.orderflow.rows(s0, s1, mids)
+            self.clock = s1
             yield out
         self.done = True
 

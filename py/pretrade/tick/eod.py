@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `pretrade eod`."""
     parser.add_argument("--tp", default="localhost:5010", metavar="HOST:PORT",
                         help="the tickerplant (default localhost:5010)")
-    parser.add_argument("--user", default="", help="user name, when the tickerplant has a users file")
-    parser.add_argument("--password", default="", help="password for --user")
+    parser.add_argument("--user", default=os.environ.get("PRETRADE_USER", ""),
+                        help="user name, when the tickerplant has a users file (default $PRETRADE_USER)")
+    parser.add_argument("--password-env", default="PRETRADE_PASSWORD", metavar="VAR",
+                        help="environment variable holding the password (default PRETRADE_PASSWORD)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pretrade.ipc.client import parse_addr
 
     host, port = parse_addr(args.tp)
-    ended = end_of_day(host, port, args.user, args.password)
+    ended = end_of_day(host, port, args.user, os.environ.get(args.password_env, ""))
     print(f"end of day {ended:%Y.%m.%d} on {host}:{port}: .u.end sent, journal rolled")
     log.info("end of day %s triggered on %s:%d", ended, host, port)
     return 0

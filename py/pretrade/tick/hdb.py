@@ -106,7 +106,7 @@ class Hdb:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.engine = SqlEngine()
+        self.engine = SqlEngine(readable=[str(self.root.resolve())])
         self._fingerprint: tuple | None = None
         self.tables: list[str] = []
         self.refresh()
@@ -186,9 +186,13 @@ def handler(hdb: Hdb):
         hdb.refresh()
         return hdb.engine.aj(*args)
 
+    def tables(conn, *_):
+        hdb.refresh()
+        return np.array(hdb.tables, dtype=object)
+
     return Dispatcher(
         functions={
-            "tables": lambda conn, *_: (hdb.refresh(), np.array(hdb.tables, dtype=object))[1],
+            "tables": tables,
             ".hdb.partitions": lambda conn, *_: np.array(
                 [dt.date.fromisoformat(d) for d in partitions(hdb.root)], dtype="datetime64[D]"),
             RELOAD: reload,

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import mmap
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,18 +95,30 @@ def validate(path: str | os.PathLike) -> Validation:
     """Walk the journal at `path`: how many records are valid, where the valid part ends, and
     what is wrong with the rest. Does not change the file."""
     path = Path(path)
-    data = path.read_bytes()
-    _check_header(data, path)
-    if len(data) < HEADER_SIZE:
-        return Validation(path, 0, 0, len(data), f"torn header ({len(data)} of 8 bytes)")
-    count, end = 0, HEADER_SIZE
-    bad = None
-    try:
-        for _, stop in _walk(data):
-            count, end = count + 1, stop
-    except ValueError as e:
-        bad = f"{len(data) - end} bytes after record {count} at offset {end}: {e}"
-    return Validation(path, count, end, len(data), bad)
+    with _mapped(path) as data:
+        if len(data) < HEADER_SIZE:
+            return Validation(path, 0, 0, len(data), f"torn header ({len(data)} of 8 bytes)")
+        count, end = 0, HEADER_SIZE
+        bad = None
+        try:
+            for _, stop in _walk(data):
+                count, end = count + 1, stop
+        except ValueError as e:
+            bad = f"{len(data) - end} bytes after record {count} at offset {end}: {e}"
+        return Validation(path, count, end, len(data), bad)
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes, memory-mapped (a journal can be gigabytes), header checked."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            _check_header(m[:2], path)
+            yield m
 
 
 def recover(path: str | os.PathLike) -> Validation:
@@ -147,7 +161,11 @@ class Journal:
     Opening an existing file recovers it first (`recover`); `recovered` says what was found."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self._fd = -1
+        self._open(Path(path))
+
+    def _open(self, path: Path) -> None:
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.recovered: Validation | None = None
         self.count = 0
@@ -161,6 +179,8 @@ class Journal:
 
     def _write(self, data: bytes | memoryview) -> None:
         """Write all of `data` at the end; on failure cut the file back so no torn record stays."""
+        if self._fd < 0:
+            raise JournalError(f"journal {self.path} is closed")
         before = self._size
         view = memoryview(data)
         try:
@@ -190,7 +210,7 @@ class Journal:
     def roll(self, new_path: str | os.PathLike) -> None:
         """Close this file (after an fsync) and continue in `new_path` (recovered if it exists)."""
         self.close()
-        self.__init__(new_path)
+        self._open(Path(new_path))
 
     def close(self) -> None:
         """fsync and close the file; safe to call twice."""
@@ -208,19 +228,17 @@ class Journal:
         self.close()
 
 
-def iter_raw(path: str | os.PathLike, limit: int | None = None) -> Iterator[memoryview]:
+def iter_raw(path: str | os.PathLike, limit: int | None = None) -> Iterator[bytes]:
     """Each valid record's bytes, in order; stops (with a warning) at a bad tail."""
     path = Path(path)
-    data = path.read_bytes()
-    _check_header(data, path)
-    buf = memoryview(data)
     n = 0
-    try:
-        for start, end in _walk(data, limit):
-            n += 1
-            yield buf[start:end]
-    except ValueError as e:
-        log.warning("journal %s: stopped after %d records at a bad tail: %s", path, n, e)
+    with _mapped(path) as data:
+        try:
+            for start, end in _walk(data, limit):
+                n += 1
+                yield data[start:end]
+        except ValueError as e:
+            log.warning("journal %s: stopped after %d records at a bad tail: %s", path, n, e)
 
 
 def iter_records(path: str | os.PathLike, limit: int | None = None) -> Iterator[tuple[str, str, object]]:

@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -128,6 +129,7 @@ class Rdb:
         messages = rows = 0
         with self.lock:
             for func, table, data in iter_records(sub.journal, sub.count):
+                messages += 1
                 if func != "upd" or table not in self.store.tables:
                     continue
                 try:
@@ -135,7 +137,6 @@ class Rdb:
                 except (TypeError, ValueError) as e:
                     self.stats.rejected += 1
                     log.error("journal message %d (%s) not applied: %s", messages, table, e)
-                messages += 1
         self.stats.replayed_messages += messages
         self.stats.replayed_rows += rows
         if messages < sub.count:
@@ -190,7 +191,7 @@ class Rdb:
             counts = {n: t.num_rows for n, t in self.pending[day].items()}
             try:
                 path = write_partition(self.hdb_dir, day, self.pending[day])
-            except OSError as e:
+            except (OSError, ValueError, pa.ArrowException) as e:
                 log.error("end of day %s: could not write %s (%s); kept in memory, will retry at the "
                           "next end of day", day, partition_dir(self.hdb_dir, day), e)
                 continue
@@ -280,7 +281,11 @@ def decode_message(payload: bytes) -> Any:
 
 class Feed(threading.Thread):
     """The subscription to the tickerplant: subscribe, replay, apply live messages; on a lost
-    connection, retry with backoff and subscribe again (which replays from scratch)."""
+    connection, retry with backoff and subscribe again (which replays from scratch).
+
+    A reader thread moves each message off the socket into `inbox` as soon as it arrives, so a
+    long replay (or a burst) never makes this RDB look like a stuck subscriber to the
+    tickerplant, which would cut it off; `backlog()` says how far applying lags behind."""
 
     def __init__(self, rdb: Rdb, tp_addr: str, user: str = "", password: str = "") -> None:
         super().__init__(name="rdb-feed", daemon=True)
@@ -289,10 +294,15 @@ class Feed(threading.Thread):
         self.user, self.password = user, password
         self.stop = threading.Event()
         self.connected = threading.Event()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def backlog(self) -> int:
+        """Messages received and not yet applied."""
+        return self.inbox.qsize()
 
     def run(self) -> None:
         from pretrade.ipc.client import QClient, parse_addr
-        from pretrade.ipc.codec import QDecodeError, QError
+        from pretrade.ipc.codec import QError
 
         host, port = parse_addr(self.addr)
         delay = 0.5
@@ -304,19 +314,17 @@ class Feed(threading.Thread):
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            reader = None
             try:
-                self.rdb.subscribed(conn.query(SUBSCRIBE))
+                response = conn.query(SUBSCRIBE)
+                self.inbox = queue.SimpleQueue()
+                reader = threading.Thread(target=self._read, args=(conn, self.inbox), name="rdb-reader",
+                                          daemon=True)
+                reader.start()
+                self.rdb.subscribed(response)
                 self.connected.set()
                 delay = 0.5
-                while not self.stop.is_set():
-                    try:
-                        msg = decode_message(conn.receive_raw(timeout=0.5)[1])
-                    except TimeoutError:
-                        continue
-                    except QDecodeError as e:  # one bad message: the stream is still in step
-                        log.error("undecodable message from the tickerplant skipped: %s", e)
-                        continue
-                    self.rdb.message(msg)
+                self._apply(self.inbox)
             except (OSError, ConnectionError) as e:
                 if not self.stop.is_set():
                     log.warning("lost the tickerplant %s (%s); reconnecting", self.addr, e)
@@ -327,6 +335,38 @@ class Feed(threading.Thread):
             finally:
                 self.connected.clear()
                 conn.close()
+                if reader is not None:
+                    reader.join(timeout=2)
+
+    def _read(self, conn, inbox: queue.SimpleQueue) -> None:
+        """Socket -> inbox, until the connection ends (the error is queued for the applier)."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    inbox.put(conn.receive_raw(timeout=0.5)[1])
+                except TimeoutError:
+                    continue
+        except Exception as e:  # noqa: BLE001 - any end of the stream must reach the applier
+            inbox.put(e if isinstance(e, OSError) else ConnectionError(f"bad message stream: {e}"))
+
+    def _apply(self, inbox: queue.SimpleQueue) -> None:
+        """Decode and apply queued messages in order; returns when stopped, raises when the
+        connection ended."""
+        from pretrade.ipc.codec import QDecodeError
+
+        while not self.stop.is_set():
+            try:
+                item = inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            try:
+                msg = decode_message(item)
+            except QDecodeError as e:  # one bad message: the stream is still in step
+                log.error("undecodable message from the tickerplant skipped: %s", e)
+                continue
+            self.rdb.message(msg)
 
 
 def notify_hdb(addr: str, user: str = "", password: str = "") -> None:
@@ -352,7 +392,7 @@ def handler(rdb: Rdb, feed: Feed | None = None):
 
     def status(conn, *_):
         return {"tp": feed.addr if feed else "", "connected": bool(feed and feed.connected.is_set()),
-                **rdb.status()}
+                "backlog": feed.backlog() if feed else 0, **rdb.status()}
 
     class RdbHandler(Dispatcher):
         def on_start(self, server) -> None:

@@ -48,6 +48,15 @@ def string_columns() -> frozenset[str]:
     return frozenset(name for name, qs in kinds.items() if qs == {"C"})
 
 
+# DuckDB statement types a client may run: queries only (PIVOT is a MULTI statement).
+READ_ONLY = frozenset({"SELECT", "EXPLAIN", "MULTI"})
+
+
+def _quote(text: str) -> str:
+    """An SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class SqlError(Exception):
     """A query DuckDB refused, or a result with no q equivalent; the message says why."""
 
@@ -156,13 +165,22 @@ def to_qtable(result: pa.Table, strings: frozenset[str] | None = None) -> QTable
 
 
 class SqlEngine:
-    """A DuckDB connection over named tables; `query` returns q-typed results or raises SqlError."""
+    """A DuckDB connection over named tables; `query` returns q-typed results or raises SqlError.
 
-    def __init__(self, threads: int = 1) -> None:
+    Clients may only read: statements other than queries (COPY, CREATE, ATTACH, SET, ...) are
+    refused, and DuckDB may touch no file outside `readable` (the HDB's root; nothing for the
+    RDB, whose tables are in memory), so `read_csv('/etc/passwd')` fails too."""
+
+    def __init__(self, threads: int = 1, readable: Sequence[str] = ()) -> None:
         import duckdb
 
         self._duckdb = duckdb
         self.con = duckdb.connect(config={"threads": threads})
+        if readable:
+            dirs = ", ".join(_quote(str(d).rstrip("/") + "/") for d in readable)
+            self.con.execute(f"SET allowed_directories = [{dirs}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
         self.strings = string_columns()
 
     def register(self, name: str, table: pa.Table | pd.DataFrame) -> None:
@@ -181,6 +199,10 @@ class SqlEngine:
         """Run a query and return its result as Arrow (empty table for statements without one)."""
         sql = strip_prefix(text)
         try:
+            kinds = {s.type.name for s in self.con.extract_statements(sql)}
+            if not kinds or not kinds <= READ_ONLY:
+                raise SqlError(f"only queries are allowed here (SELECT, WITH, FROM, DESCRIBE, SHOW, "
+                               f"EXPLAIN, PIVOT), not {', '.join(sorted(kinds - READ_ONLY)) or 'nothing'}")
             rel = self.con.sql(sql)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         except self._duckdb.Error as e:

@@ -81,8 +81,9 @@ class Subscription:
 
 @dataclass
 class Tickerplant:
-    """The tickerplant's state and behaviour, independent of the network: feed it payloads from
-    connections, it journals, publishes through the connections' send methods and answers."""
+    """The tickerplant's state and behaviour, independent of the network: give it checked updates
+    (`accept`) and subscriptions (`sub`); it journals, and publishes through each subscriber
+    connection's `send_frame`."""
 
     journal_dir: Path
     batch_ms: int = 0
@@ -185,8 +186,7 @@ class Tickerplant:
         for conn, sub in subs.items():
             if sub.syms is None or (single is not None and single.parts[1][:-1] in sub.syms):
                 if shared is None:
-                    shared = wire.frame(tpwire.publish_payload(
-                        spec, tpwire.table_bytes(spec, rows, parts)), wire.ASYNC)
+                    shared = tpwire.publish_frame(spec, rows, parts)
                 frame = shared
             elif single is not None:
                 continue  # a one-row update for a sym this subscriber did not ask for
@@ -194,7 +194,7 @@ class Tickerplant:
                 table = tpwire.filter_rows(spec, rows, parts, sub.syms)
                 if table is None:
                     continue
-                frame = wire.frame(tpwire.publish_payload(spec, table), wire.ASYNC)
+                frame = tpwire.table_frame(spec, table)
             frames = out.get(conn)
             if frames is None:
                 out[conn] = [frame]
@@ -250,6 +250,14 @@ class Tickerplant:
         self.w[table][conn] = Subscription(wish)
         return _LIST2 + codec.encode(table) + self.by_name[table].empty_table
 
+    def u_w(self) -> dict:
+        """.u.w as u.q keeps it: table -> list of (handle; syms), syms ` for every sym."""
+        import numpy as np
+
+        return {t: [[getattr(c, "handle", 0),
+                     "" if s.syms is None else np.array(sorted(x.decode() for x in s.syms), dtype=object)]
+                    for c, s in subs.items()] for t, subs in self.w.items()}
+
     def drop(self, conn: Any) -> None:
         """Forget a subscriber (u.q's .z.pc / del)."""
         for subs in self.w.values():
@@ -287,6 +295,7 @@ class TickerplantHandler(Dispatcher):
         self._tasks: list[asyncio.Task] = []
         super().__init__(
             functions={
+                ".u.upd": _upd_arity,  # a well-formed .u.upd never gets here (the hot path)
                 ".u.sub": lambda conn, t, s: tp.sub(conn, t, s),
                 ".u.endofday": lambda conn, *a: tp.endofday(),
                 ".tp.status": lambda conn, *a: tp.status(),
@@ -299,7 +308,7 @@ class TickerplantHandler(Dispatcher):
                 ".u.t": lambda conn: _symbols(tp.t),
                 "tables[]": lambda conn: _symbols(tp.t),
                 "tables`.": lambda conn: _symbols(tp.t),
-                ".u.w": lambda conn: {t: len(s) for t, s in tp.w.items()},
+                ".u.w": lambda conn: tp.u_w(),
                 "(.u.sub[`;`];`.u `i`L)": lambda conn: (
                     _LIST2 + tp.sub(conn, "", "") + _LIST2 + codec.encode(tp.i) + codec.encode(tp.L)),
                 "`.u `i`L": lambda conn: _LIST2 + codec.encode(tp.i) + codec.encode(tp.L),
@@ -388,6 +397,10 @@ class TickerplantHandler(Dispatcher):
         self.tp.flush()
         self.tp.journal.close()
         log.info("journal %s closed at %d messages", self.tp.journal.path, self.tp.journal.count)
+
+
+def _upd_arity(conn: Any, *args: Any) -> None:
+    raise codec.QError(f".u.upd takes 2 arguments (table; data), got {len(args)}")
 
 
 def _symbols(names: list[str]) -> Any:

@@ -22,6 +22,7 @@ from pretrade.ipc import codec
 Q_EPOCH_NS = 946_684_800 * 1_000_000_000  # 2000.01.01, kdb+'s epoch, in ns since 1970
 UPD_CALL = b"\x00\x00\x03\x00\x00\x00\xf5.u.upd\x00"  # (`.u.upd; ...) : a 3-item call
 _VEC = struct.Struct("<bbi")
+_FRAME = struct.Struct("<BBBBI")  # the 8-byte IPC header of an async message (pretrade.ipc.wire)
 _Q = struct.Struct("<q")
 _I = struct.Struct("<i")
 _SYM_ATOM = 0xF5
@@ -95,7 +96,7 @@ def table_specs() -> dict[bytes, TableSpec]:
     return {name.encode(): table_spec(t) for name, t in schema.TABLES.items()}
 
 
-@dataclass
+@dataclass(slots=True)
 class Update:
     """One accepted update: the table, its rows, each column's value bytes, and the journal data."""
 
@@ -282,9 +283,18 @@ def merge(updates: list[Update]) -> tuple[int, list[bytes]]:
             [b"".join(u.parts[c] for u in updates) for c in range(ncols)])
 
 
-def publish_payload(spec: TableSpec, table: bytes) -> bytes:
-    """The payload sent to subscribers: (`upd; `table; table)."""
-    return spec.record_prefix + table
+def publish_frame(spec: TableSpec, rows: int, columns: list[bytes]) -> bytes:
+    """The whole async message subscribers get, (`upd; `table; table), built with one join."""
+    heads = spec.one_heads if rows == 1 else [_VEC.pack(vt, 0, rows) for vt in spec.vtypes]
+    body = list(chain.from_iterable(zip(heads, columns, strict=True)))
+    size = 8 + len(spec.record_prefix) + len(spec.table_prefix) + sum(map(len, body))
+    return b"".join([_FRAME.pack(1, 0, 0, 0, size), spec.record_prefix, spec.table_prefix, *body])
+
+
+def table_frame(spec: TableSpec, table: bytes) -> bytes:
+    """The async message (`upd; `table; table) for an already-built table."""
+    size = 8 + len(spec.record_prefix) + len(table)
+    return b"".join([_FRAME.pack(1, 0, 0, 0, size), spec.record_prefix, table])
 
 
 def filter_rows(spec: TableSpec, rows: int, columns: list[bytes], keep) -> bytes | None:

@@ -1,0 +1,136 @@
+"""The walk-forward report: Markdown with PNG plots (PR and ROC curves, reliability, per-kind recall)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretrade.backtest.fatfinger import WalkForwardResult
+from pretrade.models.fatfinger import reliability_table
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def _num(x: float, fmt: str = ".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _plots(res: WalkForwardResult, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    d = res.data.take(res.test_idx)
+    y = d.y.astype(bool)
+    names = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, s in (("model", res.p_model), ("static limits", res.s_static)):
+        pr, rc, _ = precision_recall_curve(y, s)
+        axes[0].plot(rc, pr, label=label)
+        fpr, tpr, _ = roc_curve(y, s)
+        axes[1].plot(fpr, tpr, label=label)
+    axes[0].set(xlabel="recall", ylabel="precision", title="Precision-recall (out of fold)")
+    axes[1].set(xlabel="false-positive rate (log)", ylabel="recall", title="ROC (out of fold)", xscale="log",
+                xlim=(1e-5, 1))
+    for ax in axes:
+        ax.legend(loc="lower left")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "fatfinger_pr_roc.png", dpi=90)
+    plt.close(fig)
+    names.append("fatfinger_pr_roc.png")
+
+    rel = [r for r in reliability_table(res.p_model, y) if r["orders"]]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
+    ax.plot([r["mean_predicted"] for r in rel], [r["observed_rate"] for r in rel], "o-", label="model")
+    ax.set(xlabel="mean predicted probability", ylabel="observed error rate", title="Reliability")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "fatfinger_reliability.png", dpi=90)
+    plt.close(fig)
+    names.append("fatfinger_reliability.png")
+
+    m, b = res.report("model"), res.report("static")
+    kinds = list(m["recall_by_kind"])
+    x = np.arange(len(kinds))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, [m["recall_by_kind"][k]["recall"] for k in kinds], 0.4, label="model")
+    ax.bar(x + 0.2, [b["recall_by_kind"][k]["recall"] for k in kinds], 0.4, label="static limits")
+    ax.set_xticks(x, kinds, rotation=20)
+    ax.set(ylabel="recall", title="Recall per error kind (out of fold)", ylim=(0, 1.05))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fatfinger_recall_by_kind.png", dpi=90)
+    plt.close(fig)
+    names.append("fatfinger_recall_by_kind.png")
+    return names
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    return (f"| {name} | {_pct(r['recall_gross'])} ({r['gross']}) | {_pct(r['recall_subtle'])} ({r['subtle']}) "
+            f"| {_pct(r['recall'])} | {_pct(r['fpr'])} ({r['valid_flagged']} of {r['valid']}) "
+            f"| {_num(r['false_alarms_per_day'], '.1f')} | {_pct(r['precision'])} | {_num(r['pr_auc'])} |")
+
+
+def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Write fatfinger.md and its PNGs into out_dir; returns the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = _plots(res, out)
+    m, b = res.report("model"), res.report("static")
+    lines = [
+        "# Fat-finger model: walk-forward backtest",
+        "",
+        f"Command: `{meta.get('command', '')}`. Days (simulation seeds, never used to train the shipped model): "
+        f"{meta.get('seeds')}, {meta.get('duration')} s each, scenario `fat-finger` with {meta.get('sim_params')}. "
+        f"{len(res.folds)} expanding-window folds, embargo {meta.get('embargo_s')} s; each fold retrains, "
+        "calibrates (Platt) and sets its threshold (at most 0.05% of valid orders flagged) on the latest "
+        "quarter of its training rows, and tunes the static limits on the same training rows.",
+        "",
+        "Targets: recall >= 99% on gross errors (10x size and more, price > 5% off), >= 90% on subtle ones, "
+        "at most 0.1% of valid orders flagged, beating static limits on both.",
+        "",
+        "## Out of fold, all test windows",
+        "",
+        "| detector | recall gross (n) | recall subtle (n) | recall all | valid flagged | false alarms / day | precision | PR-AUC |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("model (walk-forward)", m),
+        _row("static limits", b),
+    ]
+    if res.served is not None:
+        lines.append(_row(f"shipped model {res.served['version']} (all days)", res.served))
+    lines += ["", "## Recall per error kind", "", "| kind | errors | model | static limits |", "|---|---|---|---|"]
+    for k, v in m["recall_by_kind"].items():
+        lines.append(f"| {k} | {v['errors']} | {_pct(v['recall'])} | {_pct(b['recall_by_kind'][k]['recall'])} |")
+    lines += ["", "## Per fold", "",
+              "| fold | train orders | test orders | train end | test start | threshold | model gross / subtle / valid flagged | static gross / subtle / valid flagged |",
+              "|---|---|---|---|---|---|---|---|"]
+    for f in res.folds:
+        fm, fb = f["model"], f["static"]
+        lines.append(f"| {f['fold']} | {f['train_orders']} | {f['test_orders']} | {f['train_end']} | {f['test_start']} "
+                     f"| {f['threshold']:.4f} | {_pct(fm['recall_gross'])} / {_pct(fm['recall_subtle'])} / {_pct(fm['fpr'])} "
+                     f"| {_pct(fb['recall_gross'])} / {_pct(fb['recall_subtle'])} / {_pct(fb['fpr'])} |")
+    lines += ["", "## Reliability (model, out of fold)", "", "| bin | orders | mean predicted | observed |",
+              "|---|---|---|---|"]
+    d = res.data.take(res.test_idx)
+    for r in reliability_table(res.p_model, d.y):
+        lines.append(f"| {r['bin']} | {r['orders']} | {_num(r['mean_predicted'])} | {_num(r['observed_rate'])} |")
+    missed = ~res.flag_model & d.y.astype(bool)
+    lines += ["", f"## Errors the model missed ({int(missed.sum())})", "",
+              "| time | sym | kind | gross | probability |", "|---|---|---|---|---|"]
+    for k in np.nonzero(missed)[0][:40]:
+        lines.append(f"| {np.datetime64(int(d.time[k]), 'ns')} | {d.sym[k]} | {d.kind[k]} | {bool(d.gross[k])} "
+                     f"| {res.p_model[k]:.4f} |")
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in pngs] + [""]
+    path = out / "fatfinger.md"
+    path.write_text("\n".join(lines))
+    return path

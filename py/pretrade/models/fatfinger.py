@@ -1,0 +1,312 @@
+"""Fat-finger probability (Layer 1): a calibrated probability that a proposed order is an error.
+
+A HistGradientBoostingClassifier over the order-level features of pretrade.models.order_features,
+trained on simulated days of the firm's order flow (the `fat-finger` scenario, labelled errors),
+Platt-calibrated on a later held-out day, exported to ONNX and served with onnxruntime after
+checking the artifact against its model card. `train_fatfinger(seed, out_dir)` is the entry
+point `pretrade train` uses; the same seed gives the same model bytes.
+
+The anomaly input: the fat-finger scenario's markets are calm and the VAE is a separate artifact,
+so training uses a feature proxy for the anomaly score (`anomaly_proxy`); live, the gateway
+passes the served VAE score in its place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pretrade.models.card import ModelRefused, read_card, write_card
+from pretrade.models.order_features import (
+    FEATURES,
+    N_FEATURES,
+    Market,
+    Order,
+    TraderHistory,
+    order_features,
+)
+
+log = logging.getLogger(__name__)
+
+KIND = "fatfinger"
+GROSS_KINDS = ("extra_zeros", "notional_as_qty")  # always 10x size or more
+PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")  # gross when the price is > 5% off
+SIM_PARAMS = {"orders_per_hour": 4000.0, "error_rate": 0.05}
+MODEL_PARAMS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
+                "l2_regularization": 1.0, "early_stopping": False}
+TARGET_FPR = 0.0005  # the block threshold is set so that at most this share of valid orders is flagged
+
+
+# ---- data -----------------------------------------------------------------------------------------
+def anomaly_proxy(z_rv: np.ndarray, z_spread: np.ndarray) -> np.ndarray:
+    """A [0, 1] stand-in for the anomaly score from normalised volatility and spread (training only)."""
+    z = np.fmax(np.nan_to_num(z_rv), np.nan_to_num(z_spread))
+    return np.clip((z - 2.0) / 6.0, 0.0, 1.0)
+
+
+def market_at_orders(orders: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                     features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each order's prevailing market: the last two-sided quote and the last feature row at or
+    before the order's time (never after: no look-ahead). Columns bid, ask, volume_1m, vol_z, anomaly."""
+    from pretrade.features.batch import compute_features
+
+    o = orders[["time", "sym"]].reset_index().sort_values("time", kind="stable")
+    q = tables["quote"]
+    q = q.loc[q["bid"].notna() & q["ask"].notna() & (q["bid"] > 0), ["time", "sym", "bid", "ask"]]
+    o = pd.merge_asof(o, q.sort_values("time", kind="stable"), on="time", by="sym", direction="backward")
+    f = compute_features(tables) if features is None else features
+    f = f.loc[f["ready"], ["time", "sym", "volume_1m", "z_rv_1m", "z_spread_bps"]].sort_values("time", kind="stable")
+    o = pd.merge_asof(o, f, on="time", by="sym", direction="backward")
+    o["vol_z"] = o["z_rv_1m"].fillna(0.0)
+    o["volume_1m"] = o["volume_1m"].fillna(0.0)
+    o["anomaly"] = anomaly_proxy(o["z_rv_1m"].to_numpy(), o["z_spread_bps"].to_numpy())
+    return o.set_index("index").sort_index()[["bid", "ask", "volume_1m", "vol_z", "anomaly"]]
+
+
+def orders_from_frame(orders: pd.DataFrame) -> list[Order]:
+    """Order objects from rows of the schema's `order` table (new orders only)."""
+    t = orders["time"].to_numpy().view(np.int64)
+    side = np.where(orders["side"].to_numpy() == "buy", 1, -1)
+    mk = orders["ordtype"].isin(["marketable", "market"]).to_numpy()
+    return [Order(int(t[k]), s, a, int(side[k]), float(q), float(p), bool(mk[k]))
+            for k, (s, a, q, p) in enumerate(zip(orders["sym"], orders["account"], orders["qty"],
+                                                 orders["price"], strict=True))]
+
+
+def feature_matrix(orders: pd.DataFrame, market: pd.DataFrame,
+                   history: TraderHistory | None = None) -> np.ndarray:
+    """The model inputs of every order, replayed in time order through `order_features`."""
+    history = TraderHistory() if history is None else history
+    X = np.empty((len(orders), N_FEATURES), dtype=np.float32)
+    order = np.argsort(orders["time"].to_numpy().view(np.int64), kind="stable")
+    objs = orders_from_frame(orders)
+    m = market[["bid", "ask", "volume_1m", "vol_z", "anomaly"]].to_numpy(np.float64)
+    for k in order:
+        b, a, v, z, an = m[k]
+        order_features(objs[k], Market(b, a, v, z, an), history, out=X[k])
+    return X
+
+
+@dataclass
+class OrderSet:
+    """One simulated day of orders: inputs X, labels y, error kinds, gross/subtle, times, syms."""
+
+    X: np.ndarray
+    y: np.ndarray
+    kind: np.ndarray      # "" for valid orders
+    gross: np.ndarray     # True for gross errors (10x size and more, price > 5% off)
+    time: np.ndarray      # int64 ns
+    sym: np.ndarray
+    qty: np.ndarray
+    day: np.ndarray       # simulation seed of the day
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> OrderSet:
+        return OrderSet(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    @staticmethod
+    def concat(parts: list[OrderSet]) -> OrderSet:
+        return OrderSet(*(np.concatenate([getattr(p, f) for p in parts])
+                          for f in OrderSet.__dataclass_fields__))
+
+
+def label_orders(orders: pd.DataFrame, errors: pd.DataFrame, market: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Error kind per order ("" if valid) and whether it is gross (measured against the mid)."""
+    kinds = orders["orderid"].map(dict(zip(errors["orderid"], errors["kind"], strict=True))).fillna("")
+    kind = kinds.to_numpy(dtype=object).astype(str)
+    mid = ((market["bid"] + market["ask"]) / 2).to_numpy()
+    off = np.abs(orders["price"].to_numpy() / mid - 1)
+    gross = np.isin(kind, GROSS_KINDS) | (np.isin(kind, PRICE_KINDS) & (np.nan_to_num(off, nan=1.0) > 0.05))
+    return kind, gross
+
+
+def simulated_orders(seed: int, duration: int = 3600, start: str | None = None, **params) -> OrderSet:
+    """Simulate one fat-finger day and turn its orders into an OrderSet (features, labels)."""
+    from pretrade.market.simulator import simulate
+
+    kw = {**SIM_PARAMS, **params}
+    if start is not None:
+        kw["start"] = start
+    res = simulate("fat-finger", seed=seed, duration=duration, **kw)
+    orders = res["order"]
+    orders = orders[orders["event"] == "new"].reset_index(drop=True)
+    market = market_at_orders(orders, res.frames)
+    X = feature_matrix(orders, market)
+    kind, gross = label_orders(orders, res.labels["errors"], market)
+    return OrderSet(X, (kind != "").astype(np.int8), kind, gross,
+                    orders["time"].to_numpy().view(np.int64).copy(), orders["sym"].to_numpy(dtype=object),
+                    orders["qty"].to_numpy(np.float64), np.full(len(orders), seed))
+
+
+# ---- model ----------------------------------------------------------------------------------------
+def fit_classifier(X: np.ndarray, y: np.ndarray, seed: int):
+    """The gradient-boosting classifier on (X, y), deterministic for a seed."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    clf = HistGradientBoostingClassifier(random_state=seed, **MODEL_PARAMS)
+    return clf.fit(X.astype(np.float32), y)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Platt scaling on the log-odds of the raw probability (held-out data): p = sigmoid(a*logit + b)."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
+    return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def calibrate(raw: np.ndarray, cal: dict[str, float]) -> np.ndarray:
+    """Calibrated probabilities from raw model probabilities (monotone: keeps the ranking)."""
+    return 1.0 / (1.0 + np.exp(-(cal["a"] * _logit(raw) + cal["b"])))
+
+
+def reliability_table(p: np.ndarray, y: np.ndarray,
+                      edges: tuple[float, ...] = (0, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0001)) -> list[dict]:
+    """Predicted vs observed error rate per probability bin (the calibration check)."""
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (p >= lo) & (p < hi)
+        n = int(sel.sum())
+        out.append({"bin": f"[{lo:g}, {min(hi, 1):g}{']' if hi > 1 else ')'}", "orders": n,
+                    "mean_predicted": float(p[sel].mean()) if n else None,
+                    "observed_rate": float(y[sel].mean()) if n else None})
+    return out
+
+
+def threshold_for_fpr(p_valid: np.ndarray, fpr: float = TARGET_FPR) -> float:
+    """The lowest probability threshold that flags at most `fpr` of these valid orders."""
+    p = np.sort(np.asarray(p_valid, dtype=np.float64))[::-1]
+    k = int(math.floor(fpr * len(p)))  # this many valid orders may be flagged
+    return float(np.nextafter(p[k], 1.0)) if k < len(p) else 0.0
+
+
+def export_onnx(clf, path: str | Path) -> None:
+    """Write the classifier as ONNX: input `x` float32 (n, features); outputs label, probabilities."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = convert_sklearn(clf, initial_types=[("x", FloatTensorType([None, N_FEATURES]))],
+                          options={id(clf): {"zipmap": False}},
+                          target_opset={"": 17, "ai.onnx.ml": 3})
+    Path(path).write_bytes(onx.SerializeToString())
+
+
+class FatFingerModel:
+    """The served fat-finger model: onnxruntime plus the card's calibration and block threshold."""
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        card = read_card(self.path, KIND, required=("features", "calibration", "threshold"))
+        if list(card["features"]) != list(FEATURES):
+            raise ModelRefused(f"model {self.path} was trained on features {card['features']}, "
+                               f"but this engine computes {list(FEATURES)}")
+        try:
+            self.calibration = {"a": float(card["calibration"]["a"]), "b": float(card["calibration"]["b"])}
+            self.threshold = float(card["threshold"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelRefused(f"model card of {self.path} has a bad calibration or threshold: {e}") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelRefused(f"model {self.path} failed to load: {e}") from None
+        inp = self.session.get_inputs()[0]
+        if inp.shape[-1] != N_FEATURES:
+            raise ModelRefused(f"model {self.path} takes {inp.shape[-1]} features, its card lists {N_FEATURES}")
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[1].name
+        self.card, self.version = card, str(card["version"])
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated error probabilities of a batch (n, features)."""
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, N_FEATURES))
+        return self.session.run([self.output_name], {self.input_name: X})[0][:, 1]
+
+    def probability(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities that each order (row of features) is an error."""
+        return calibrate(self.raw(X), self.calibration)
+
+    def score_order(self, order: Order, market: Market, history: TraderHistory) -> float:
+        """One order's calibrated error probability; records the order in the trader's history."""
+        return float(self.probability(order_features(order, market, history))[0])
+
+
+# ---- training -------------------------------------------------------------------------------------
+def evaluate(p: np.ndarray, s: OrderSet, threshold: float) -> dict[str, Any]:
+    """Risk metrics of probabilities p on an OrderSet at a block threshold."""
+    from pretrade.backtest.metrics import classification_report
+
+    return classification_report(s.y.astype(bool), p, p >= threshold, s.kind, s.gross, s.time)
+
+
+def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: tuple[int, ...] = (11, 12),
+                    cal_seed: int = 13, val_seed: int = 14, duration: int = 3600) -> dict[str, Any]:
+    """Train, calibrate, validate and export the fat-finger model; returns its card.
+
+    Trains on `train_seeds` days, calibrates and sets the block threshold on `cal_seed` (a later
+    day never trained on) and reports metrics on `val_seed` (held out from both).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    days = {}
+    for s in (*train_seeds, cal_seed, val_seed):
+        days[s] = simulated_orders(s, duration)
+        log.info("fat-finger day seed %d: %d orders, %d errors (%.0f s)", s, len(days[s]),
+                 int(days[s].y.sum()), time.perf_counter() - t0)
+    tr = OrderSet.concat([days[s] for s in train_seeds])
+    clf = fit_classifier(tr.X, tr.y, seed)
+    cal_set, val_set = days[cal_seed], days[val_seed]
+    cal = fit_platt(clf.predict_proba(cal_set.X)[:, 1], cal_set.y)
+    p_cal = calibrate(clf.predict_proba(cal_set.X)[:, 1], cal)
+    threshold = threshold_for_fpr(p_cal[cal_set.y == 0])
+    p_val = calibrate(clf.predict_proba(val_set.X)[:, 1], cal)
+    metrics = evaluate(p_val, val_set, threshold)
+    log.info("validation (seed %d): recall gross %.4f subtle %.4f, valid flagged %.5f", val_seed,
+             metrics["recall_gross"], metrics["recall_subtle"], metrics["fpr"])
+    path = out_dir / "fatfinger.onnx"
+    export_onnx(clf, path)
+    data_hash = hashlib.sha256(tr.X.tobytes() + tr.y.tobytes()).hexdigest()
+    card = {
+        "kind": KIND,
+        "version": f"fatfinger-1.0.0+{data_hash[:8]}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "features": list(FEATURES),
+        "input": "pretrade.models.order_features.order_features(order, market, history), float32, in this order",
+        "output": "probabilities[:, 1]: raw error probability; calibrated = sigmoid(a * logit(raw) + b)",
+        "training_data": {"scenario": "fat-finger", "params": SIM_PARAMS, "seeds": list(train_seeds),
+                          "seconds": duration, "orders": len(tr), "errors": int(tr.y.sum()),
+                          "sha256": data_hash,
+                          "anomaly_input": "feature proxy (anomaly_proxy of z_rv_1m, z_spread_bps); live: the VAE score"},
+        "calibration_data": {"seed": cal_seed, "orders": len(cal_set), "errors": int(cal_set.y.sum())},
+        "calibration": {"method": "platt", **cal},
+        "threshold": threshold,
+        "threshold_rule": f"flags at most {TARGET_FPR:.2%} of the calibration day's valid orders",
+        "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS},
+        "validation": {"seed": val_seed, **{k: v for k, v in metrics.items() if k != "reliability"}},
+        "reliability": reliability_table(p_val, val_set.y),
+        "walk_forward": None,
+    }
+    write_card(path, card)
+    log.info("wrote %s and its card (%s) in %.0f s", path, card["version"], time.perf_counter() - t0)
+    return read_card(path, KIND)

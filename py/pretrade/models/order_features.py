@@ -1,0 +1,178 @@
+"""Order-level features of the fat-finger model: ONE function for training and live scoring.
+
+`order_features(order, market, history)` turns one proposed order, the prevailing state of its
+instrument and the trader's history into the model's input row, then adds the order to the
+history (incrementally, O(1) per order). Training replays a day's orders through it in time
+order; the gateway calls it on every order. Every feature is scale-free (ratios, logs, bps), so
+a $5 stock and a 78,000 USD crypto pair look alike to the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+
+# The model's inputs, in order (the ONNX graph and the card list them in this order).
+FEATURES: tuple[str, ...] = (
+    "qty_vs_trader",      # log(qty) minus the trader's EWMA of log(qty) in this instrument
+    "qty_z_trader",       # the same in units of the trader's EW standard deviation of log(qty)
+    "trader_orders",      # log(1 + orders the trader has sent in this instrument): history depth
+    "qty_vs_volume",      # log(1 + qty) - log(1 + market volume over the last minute)
+    "px_vs_touch_bps",    # side * (price - touch) / mid in bps: a buy above the ask is positive
+    "px_vs_trader_bps",   # px_vs_touch_bps minus the trader's EWMA of it in this instrument
+    "px_vs_mid_log",      # |log(price / mid)|: decimal shifts and swapped fields are ~2.3 or more
+    "side_vs_trader",     # side * the trader's EWMA of sides in this instrument (-1: the opposite)
+    "dup_log_seconds",    # log10 of seconds since the same account sent the same order (6: never)
+    "activity_ratio",     # trader's orders in the last minute vs their usual per-minute rate
+    "time_of_day",        # UTC time of day as a fraction of the day
+    "vol_z",              # the instrument's normalised 1-minute realized volatility (z_rv_1m)
+    "spread_bps",         # the prevailing bid-ask spread in bps of the mid
+    "anomaly",            # the instrument's anomaly score in [0, 1] (VAE, or a proxy: see docs)
+    "marketable",         # 1 for a marketable order, 0 for a passive limit
+)
+N_FEATURES = len(FEATURES)
+_ALPHA = 0.05        # EWMA weight of a trader's size and price habits (about the last 20 orders)
+_SIDE_ALPHA = 0.1    # EWMA weight of a trader's side in an instrument
+_RECENT = 20         # orders per trader and instrument searched for duplicates
+_NEVER = 6.0         # dup_log_seconds when no identical order was seen (10^6 s)
+_CLIP_BPS = 1e6
+
+
+@dataclass(frozen=True)
+class Order:
+    """A proposed order as the gateway sees it."""
+
+    time_ns: int
+    sym: str
+    account: str
+    side: int          # +1 buy, -1 sell
+    qty: float
+    price: float
+    marketable: bool = False
+
+
+@dataclass(frozen=True)
+class Market:
+    """The prevailing state of one instrument when the order arrives (NaN where unknown)."""
+
+    bid: float = math.nan
+    ask: float = math.nan
+    volume_1m: float = 0.0
+    vol_z: float = 0.0
+    anomaly: float = 0.0
+
+
+@dataclass
+class _Habit:
+    """A trader's running habits in one instrument."""
+
+    n: int = 0
+    mean_lq: float = 0.0
+    var_lq: float = 0.0
+    mean_dev: float = 0.0
+    side: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=_RECENT))  # (t, side, qty, price)
+
+
+@dataclass
+class _Activity:
+    """A trader's order times over the last minute and since their first order."""
+
+    first_ns: int = -1
+    total: int = 0
+    last_min: deque = field(default_factory=deque)
+
+
+@dataclass
+class TraderHistory:
+    """Per-trader state the features need, updated incrementally by `order_features`."""
+
+    habits: dict[tuple[str, str], _Habit] = field(default_factory=dict)
+    activity: dict[str, _Activity] = field(default_factory=dict)
+
+
+def validate_order(order: Order) -> None:
+    """Raise ValueError for an order the features cannot describe (the boundary check)."""
+    if order.side not in (1, -1):
+        raise ValueError(f"order side must be +1 (buy) or -1 (sell), got {order.side!r}")
+    if not (order.qty > 0 and math.isfinite(order.qty)):
+        raise ValueError(f"order qty must be a positive number, got {order.qty!r}")
+    if not (order.price > 0 and math.isfinite(order.price)):
+        raise ValueError(f"order price must be a positive number, got {order.price!r}")
+    if not order.account or not order.sym:
+        raise ValueError("order needs a sym and an account")
+
+
+def order_features(order: Order, market: Market, history: TraderHistory,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """The model's input row (float32, FEATURES order) for `order`; then records it in `history`."""
+    validate_order(order)
+    row = np.empty(N_FEATURES, dtype=np.float32) if out is None else out
+    key = (order.account, order.sym)
+    h = history.habits.get(key)
+    if h is None:
+        h = history.habits[key] = _Habit()
+    act = history.activity.get(order.account)
+    if act is None:
+        act = history.activity[order.account] = _Activity(first_ns=order.time_ns)
+    side, qty, price, t = order.side, float(order.qty), float(order.price), order.time_ns
+
+    lq = math.log(qty)
+    sd = math.sqrt(h.var_lq) if h.n > 1 else 1.0
+    qty_vs = lq - h.mean_lq if h.n else 0.0
+    bid, ask = market.bid, market.ask
+    quoted = bid > 0 and ask > 0 and ask >= bid  # False for NaN
+    if quoted:
+        mid = (bid + ask) / 2
+        touch = ask if side > 0 else bid
+        dev = max(-_CLIP_BPS, min(_CLIP_BPS, side * (price - touch) / mid * 1e4))
+        spread = (ask - bid) / mid * 1e4
+        px_mid = abs(math.log(price / mid))
+    else:
+        dev = spread = px_mid = 0.0
+    dup = _NEVER
+    for (t0, s0, q0, p0) in reversed(h.recent):
+        if s0 == side and q0 == qty and p0 == price:
+            dup = math.log10(max(t - t0, 1_000) / NS)  # floor: 1 us
+            break
+    while act.last_min and act.last_min[0] <= t - 60 * NS:
+        act.last_min.popleft()
+    usual = act.total * 60 * NS / max(60 * NS, t - act.first_ns)
+
+    row[0] = qty_vs
+    row[1] = qty_vs / max(sd, 0.1) if h.n > 1 else 0.0
+    row[2] = math.log1p(h.n)
+    row[3] = math.log1p(qty) - math.log1p(max(market.volume_1m, 0.0))
+    row[4] = dev
+    row[5] = dev - h.mean_dev if h.n else 0.0
+    row[6] = px_mid
+    row[7] = side * h.side
+    row[8] = dup
+    row[9] = (len(act.last_min) + 1) / (usual + 1)
+    row[10] = (t % DAY_NS) / DAY_NS
+    row[11] = market.vol_z if math.isfinite(market.vol_z) else 0.0
+    row[12] = spread
+    row[13] = min(1.0, max(0.0, market.anomaly)) if math.isfinite(market.anomaly) else 0.0
+    row[14] = 1.0 if order.marketable else 0.0
+
+    # record the order: winsorised EWMAs so one wild order barely moves the habit
+    if h.n == 0:
+        h.mean_lq, h.var_lq, h.mean_dev = lq, 0.25, dev
+    else:
+        x = min(max(lq, h.mean_lq - 4 * sd), h.mean_lq + 4 * sd) if h.n >= 10 else lq
+        d = x - h.mean_lq
+        h.mean_lq += _ALPHA * d
+        h.var_lq = (1 - _ALPHA) * (h.var_lq + _ALPHA * d * d)
+        h.mean_dev += _ALPHA * (max(-1e3, min(1e3, dev)) - h.mean_dev)
+    h.side += _SIDE_ALPHA * (side - h.side) if h.n else side
+    h.n += 1
+    h.recent.append((t, side, qty, price))
+    act.total += 1
+    act.last_min.append(t)
+    return row
