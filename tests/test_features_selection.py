@@ -19,6 +19,7 @@ def test_rows_inside_their_instruments_stress_window_are_positive():
 
 
 # With three runs, one cross-validation fold holds only the normal run: no positives to score.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:No positive class found")
 def test_selection_scores_every_feature_and_reports_them():
     data = simulated_dataset(("normal", "flash-crash", "liquidity-drought"), seeds=(1,),

@@ -47,10 +47,11 @@ def test_same_market_at_100x_price_and_another_tick_size_gives_the_same_feature_
     a, b = normal_days["ESZ6"][Z], normal_days["ESX100"][Z]
     assert np.allclose(a.median(), b.median(), atol=0.75), (a.median() - b.median()).round(2).to_dict()
     # A different relative tick changes the shape of tick-bound features (a spread of 1 tick
-    # nearly always vs 1-3 ticks), so the tails are only required to stay out of alarm in both.
+    # nearly always vs 1-3 ticks), so the tails are only required to stay below alarm (|z| 4) in
+    # both; volatility clusters, so a 25-minute run can sit in a high-vol spell.
     for d in (a, b):
         q90 = d.abs().quantile(0.9)
-        assert (q90 < 2.5).all(), q90.round(2).to_dict()
+        assert (q90 < 4).all(), q90.round(2).to_dict()
 
 
 def test_a_flash_crash_shows_in_the_features_before_the_bottom():

@@ -87,3 +87,22 @@ def test_execute_replays_a_trade_on_a_resting_order() -> None:
     assert b.trades[-1] == (2, 200, 4, BUY)
     assert b.execute(3, a, 10) == 6 and a not in b.orders
     assert b.execute(4, 999, 1) == 0
+
+
+def test_tape_quotes_every_top_change_and_samples_the_last_state_per_interval() -> None:
+    from pretrade.market.tape import Tape
+
+    b = OrderBook()
+    tape = Tape(b, 100)
+    for t, price in ((50, 100), (60, 101), (250, 102)):
+        tape.before(t)
+        b.submit(t, BUY, 1, price)
+        assert tape.after(t)
+    tape.before(300)
+    b.submit(300, BUY, 1, 90)  # below the top: no quote, but the book changed
+    assert not tape.after(300)
+    tape.before(301)
+    assert not tape.after(301)  # nothing happened
+    tape.flush()
+    assert [q[:2] for q in tape.quotes] == [(50, 100), (60, 101), (250, 102)]
+    assert [(s[0], s[1][0], len(s[1])) for s in tape.snaps] == [(60, 101, 2), (250, 102, 3), (300, 102, 4)]

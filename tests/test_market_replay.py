@@ -38,6 +38,7 @@ def test_l3_replay_rebuilds_the_simulators_own_market() -> None:
         return q[~same.to_numpy()].reset_index(drop=True)
     pd.testing.assert_frame_equal(last(out["quote"]), last(res["quote"]))
     assert list(out["book"].columns) == table("book").names
+    pd.testing.assert_frame_equal(out["book"], res["book"])  # same sampling of the same books
 
 
 def test_clean_example_file_and_price_scales(tmp_path: Path) -> None:

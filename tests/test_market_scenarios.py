@@ -139,8 +139,8 @@ def test_liquidity_drought() -> None:
 
 
 def test_fat_finger_labels_match_the_orders() -> None:
-    res = simulate("fat-finger", 7, syms=["ACME", "GLOW", "BTCUSD", "ESZ6"], duration=3600,
-                   orders_per_hour=3000, error_rate=0.05)
+    res = simulate("fat-finger", 7, syms=["ACME", "GLOW", "BTCUSD", "ESZ6"], duration=1200,
+                   orders_per_hour=6000, error_rate=0.05)
     orders, errors = res["order"], res.labels["errors"]
     assert list(orders.columns) == ["time", "sym", "orderid", "clordid", "account", "strategy", "side",
                                     "qty", "price", "ordtype", "event", "reason"]

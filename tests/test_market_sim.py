@@ -13,8 +13,8 @@ from pretrade.schema import table
 
 @pytest.fixture(scope="module")
 def midday() -> object:
-    """Two hours at mid-day for four instruments (the stylized-fact sample)."""
-    return simulate("normal", 11, syms=["ACME", "BOLT", "EMBR", "DYNE"], duration="2h",
+    """Ninety minutes at mid-day for four instruments (the stylized-fact sample)."""
+    return simulate("normal", 11, syms=["ACME", "BOLT", "EMBR", "DYNE"], duration="90m",
                     start="2026-11-20 16:30")
 
 

@@ -173,3 +173,15 @@ def test_feed_queues_messages_skips_garbage_and_reports_the_end(tmp_path):
     with pytest.raises(ConnectionError, match="closed"):
         feed._apply(inbox)
     assert r.counts()["trade"] == 3
+
+
+def test_queries_see_every_change_since_the_last_query(tmp_path):
+    r = Rdb(tmp_path)
+    count = "select count(*) from trade"
+    assert r.query(count).columns[0][0] == 0
+    r.message(["upd", "trade", _row(0)])
+    assert r.query(count).columns[0][0] == 1
+    assert r.query(count).columns[0][0] == 1  # unchanged: not registered again, same answer
+    r.message(["upd", "trade", _row(1)])
+    r.end_of_day(DAY)
+    assert r.query(count).columns[0][0] == 0

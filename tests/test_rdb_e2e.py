@@ -23,6 +23,7 @@ from conftest import free_port
 from pretrade.client import connect
 from pretrade.ipc.client import QAuthError, QClient
 from pretrade.ipc.codec import QError
+from pretrade.schema import TABLES
 
 ENV = {**os.environ, "PYKX_UNLICENSED": "true", "PYKX_SUPPRESS_WARNINGS": "true"}
 
@@ -159,8 +160,7 @@ def test_capture_replay_end_of_day_and_history(tmp_path, procs):
         day = end_of_day("127.0.0.1", tp_port)
         part = hdb_dir / f"date={day.isoformat()}"
         assert wait_for(lambda: (part / "trade.parquet").exists() and q.query(".rdb.counts[]")["trade"] == 0)
-        assert sorted(p.name for p in part.iterdir()) == sorted(
-            f"{t}.parquet" for t in ("trade", "quote", "book", "l3", "news", "order", "execution"))
+        assert sorted(p.name for p in part.iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
         assert q.query("s)select count(*) as n from trade")["n"].tolist() == [0]
 
     with connect(f"127.0.0.1:{hdb_port}") as h:

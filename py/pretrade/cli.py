@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("pretrade.market.scenarios", "list or run named market scenarios"),
     "users": ("pretrade.ipc.auth", "manage the IPC users file (hashed passwords)"),
     "schema": ("pretrade.schema_cmd", "print the tables, or write the q schema (tickerplant/sym.q)"),
+    "rte": ("pretrade.risk.engine", "real-time risk engine: features, scores and dynamic limits published to the tickerplant"),
     "train": ("pretrade.models.train_vae", "train the VAE anomaly model on simulated normal days; write models/vae.onnx and its card"),
 }
 

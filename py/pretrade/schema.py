@@ -94,6 +94,11 @@ _ORDER_FLOW = (
     "orderid:s clordid:s account:s strategy:s side:s qty:j price:f ordtype:s event:s reason:C"
 )
 
+# The risk engine's features (pretrade.features.spec.FEATURES, in order; a test keeps them equal:
+# importing the spec here would be circular).
+_FEATURES = ("rv_1m micro_vol spread_bps imbalance_top imbalance_depth book_pressure trade_to_order "
+             "liquidity_decay volume_1m depth_top ret_1m cross_corr news_sentiment vpin").split()
+
 _BOOK = " ".join(
     [f"bid{i}:f" for i in range(1, BOOK_LEVELS + 1)]
     + [f"bsize{i}:j" for i in range(1, BOOK_LEVELS + 1)]
@@ -118,6 +123,21 @@ TABLES: dict[str, Table] = {
               "The firm's own order events (new, ack, cancel, replace, reject, ...)."),
         Table("execution", _cols(_TIME_SYM + "execid:s " + _ORDER_FLOW),
               "Fills and other execution reports on the firm's own orders."),
+        Table("features", _cols(_TIME_SYM + "ready:b " + " ".join(f"{f}:f" for f in _FEATURES)),
+              "Microstructure features of each instrument on the risk engine's 100 ms grid."),
+        Table("riskScore", _cols(_TIME_SYM + "score:f error:f tier:s top:C model:s stale:b"),
+              "Anomaly score per instrument and cycle: score in [0, 1], tier, top contributing features."),
+        Table("limits", _cols(_TIME_SYM + "strategy:s seq:j tier:s state:s halt:s maxQty:j "
+                              "maxNotional:f bandBps:f passiveBandBps:f maxPosition:j maxRate:j "
+                              "score:f top:C model:s prevTier:s prevMaxQty:j reason:C"),
+              "Dynamic limits per instrument and strategy; seq is monotonic, newer seq wins."),
+        Table("riskAlert", _cols(_TIME_SYM + "strategy:s seq:j severity:s kind:s tier:s who:s text:C"),
+              "Risk engine alerts and audited actions (tier changes, halts, kill switch, resets)."),
+        Table("decision", _cols(_TIME_SYM + "orderid:s clordid:s account:s strategy:s side:s qty:j "
+                                "price:f rule:s limit:f value:f outcome:s latencyNs:j text:C"),
+              "One row per pre-trade check outcome: the rule, its limit and the order's value."),
+        Table("heartbeat", _cols(_TIME_SYM + "seq:j cycles:j instruments:j status:s"),
+              "Liveness of a process (sym is the process name); the gateway watches the risk engine's."),
     ]
 }
 

@@ -26,6 +26,7 @@ from pretrade.models.fatfinger import (
     calibrate,
     fit_classifier,
     fit_platt,
+    margins,
     simulated_orders,
     threshold_for_fpr,
 )
@@ -78,10 +79,10 @@ def run_walk_forward(data: OrderSet, n_folds: int = 3, embargo_s: float = 600.0,
     for fold in walk_forward(data.time, n_folds, int(embargo_s * 1e9), min_train):
         fit, cal = _split_fit_cal(fold)
         clf = fit_classifier(data.X[fit], data.y[fit], seed)
-        platt = fit_platt(clf.predict_proba(data.X[cal])[:, 1], data.y[cal])
-        p_cal = calibrate(clf.predict_proba(data.X[cal])[:, 1], platt)
-        thr = threshold_for_fpr(p_cal[data.y[cal] == 0])
-        p = calibrate(clf.predict_proba(data.X[fold.test])[:, 1], platt)
+        m_cal = margins(clf, data.X[cal])
+        platt = fit_platt(m_cal, data.y[cal])
+        thr = threshold_for_fpr(calibrate(m_cal, platt)[data.y[cal] == 0])
+        p = calibrate(margins(clf, data.X[fold.test]), platt)
         limits: StaticLimits = tune_static_limits(data.qty[fold.train], data.sym[fold.train],
                                                   data.X[fold.train], data.y[fold.train])
         te = data.take(fold.test)

@@ -89,8 +89,17 @@ def pump(blocks: Iterable[dict[str, pd.DataFrame]], pub: Publisher, speed: float
     """Publish blocks of tables in time order, paced by `speed` (None: as fast as possible)."""
     wall0 = time.monotonic()
     t0: pd.Timestamp | None = None
-    last_log = wall0
     market = None
+    last_log = wall0
+
+    def progress(reached: pd.Timestamp) -> None:
+        nonlocal last_log
+        now = time.monotonic()
+        if now - last_log >= progress_seconds:
+            last_log = now
+            log.info("market time %s; sent %s rows (%s) in %.1f s", reached, f"{sum(pub.sent.values()):,}",
+                     ", ".join(f"{k} {v:,}" for k, v in sorted(pub.sent.items())), now - wall0)
+
     for block in blocks:
         present = {n: df for n, df in block.items() if len(df)}
         if not present:
@@ -108,8 +117,7 @@ def pump(blocks: Iterable[dict[str, pd.DataFrame]], pub: Publisher, speed: float
             lo = first
             while lo <= last:
                 hi = lo + step
-                due = wall0 + (lo - t0).total_seconds() / speed
-                delay = due - time.monotonic()
+                delay = wall0 + (lo - t0).total_seconds() / speed - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 for name in PUBLISH_ORDER:
@@ -118,13 +126,10 @@ def pump(blocks: Iterable[dict[str, pd.DataFrame]], pub: Publisher, speed: float
                         a, b = df["time"].searchsorted([lo, hi], side="left")
                         if b > a:
                             pub.publish(name, df.iloc[a:b])
+                progress(lo)
                 lo = hi
         market = last
-        now = time.monotonic()
-        if now - last_log >= progress_seconds:
-            last_log = now
-            log.info("market time %s; sent %s rows (%s) in %.1f s", market, f"{sum(pub.sent.values()):,}",
-                     ", ".join(f"{k} {v:,}" for k, v in sorted(pub.sent.items())), now - wall0)
+        progress(market)
     wall = time.monotonic() - wall0
     total = sum(pub.sent.values())
     log.info("done: sent %s rows (%s) in %.1f s (%s rows/s); market time %s to %s", f"{total:,}",

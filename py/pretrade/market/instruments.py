@@ -48,6 +48,8 @@ def resolve(syms: list[str] | tuple[str, ...] | None) -> list[Instrument]:
     if not syms:
         return list(UNIVERSE.values())
     unknown = [s for s in syms if s not in UNIVERSE]
+    if len(set(syms)) != len(syms):
+        raise ValueError(f"instruments named twice in {list(syms)}")
     if unknown:
         raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(UNIVERSE)}")
     return [UNIVERSE[s] for s in syms]

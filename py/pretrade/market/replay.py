@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from pretrade.market.book import BUY, SELL, OrderBook
-from pretrade.schema import BOOK_LEVELS, empty_frame, table
+from pretrade.market.tape import Tape
+from pretrade.schema import empty_frame, table
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +136,12 @@ def _clean(df: pd.DataFrame, required: list[str], report: ReplayReport) -> pd.Da
 
 # ---- L3 -----------------------------------------------------------------------------------------
 class _SymBook:
-    """One instrument's reconstructed book and the rows it has produced."""
+    """One instrument's reconstructed book and its tape (quotes and snapshots)."""
 
     def __init__(self, sym: str, scale: int, interval_ns: int) -> None:
-        self.sym, self.scale, self.interval = sym, scale, interval_ns
+        self.sym, self.scale = sym, scale
         self.book = OrderBook(1.0 / scale, 1)
-        self.quotes: list[tuple] = []
-        self.snaps: list[tuple] = []
-        self.top: tuple = (None, None, 0, 0)
-        self.next_snap = 0
-        self.dirty = False
-        self.state = "ok"
+        self.tape = Tape(self.book, interval_ns)
 
 
 def replay_l3(df: pd.DataFrame, report: ReplayReport, book_interval_ms: float = 100.0) -> dict[str, pd.DataFrame]:
@@ -172,6 +169,7 @@ def replay_l3(df: pd.DataFrame, report: ReplayReport, book_interval_ms: float = 
     for t, sym, e, o, sd, px, sz in rows:
         sb = books[sym]
         b = sb.book
+        sb.tape.before(t)
         if e == "add":
             if o in b.orders:
                 report.problems["duplicate_order_id"] += 1
@@ -189,25 +187,18 @@ def replay_l3(df: pd.DataFrame, report: ReplayReport, book_interval_ms: float = 
             if sz > rest:
                 report.problems["overfill"] += 1
             b.execute(t, o, min(sz, rest))
-        _after_event(sb, t, report)
+        if sb.tape.after(t):
+            _check_top(sb, report)
+    for sb in books.values():
+        sb.tape.flush()
     return _l3_frames(books)
 
 
-def _after_event(sb: _SymBook, t: int, report: ReplayReport) -> None:
-    top = sb.book.top()
-    if top != sb.top:
-        sb.top = top
-        sb.quotes.append((t, *top))
-        bid, ask = top[0], top[1]
-        state = "ok" if bid is None or ask is None or bid < ask else ("locked" if bid == ask else "crossed")
-        if state != "ok":
-            report.problems[state] += 1
-        sb.state = state
-    sb.dirty = True
-    if t >= sb.next_snap:
-        sb.snaps.append((t, *sb.book.snapshot(BOOK_LEVELS)))
-        sb.next_snap = (t // sb.interval + 1) * sb.interval
-        sb.dirty = False
+def _check_top(sb: _SymBook, report: ReplayReport) -> None:
+    """Count an event that left the book crossed or locked."""
+    bid, ask = sb.tape.top[0], sb.tape.top[1]
+    if bid is not None and ask is not None and bid >= ask:
+        report.problems["locked" if bid == ask else "crossed"] += 1
 
 
 def _l3_frames(books: dict[str, _SymBook]) -> dict[str, pd.DataFrame]:
@@ -218,9 +209,9 @@ def _l3_frames(books: dict[str, _SymBook]) -> dict[str, pd.DataFrame]:
         b, sc = sb.book, sb.scale
         tick, dec = 1.0 / sc, int(round(math.log10(sc)))
         cols: dict[str, dict] = {}
-        if sb.quotes:
+        if sb.tape.quotes:
             qa = np.array([(r[0], -1 if r[1] is None else r[1], -1 if r[2] is None else r[2], r[3], r[4])
-                           for r in sb.quotes], dtype=np.int64)
+                           for r in sb.tape.quotes], dtype=np.int64)
             cols["quote"] = {"time": qa[:, 0], "bid": _px(qa[:, 1], tick, dec), "ask": _px(qa[:, 2], tick, dec),
                              "bsize": qa[:, 3], "asize": qa[:, 4]}
         if b.trades:
@@ -232,8 +223,8 @@ def _l3_frames(books: dict[str, _SymBook]) -> dict[str, pd.DataFrame]:
             cols["l3"] = {"time": la[:, 0], "event": np.array([r[1] for r in b.l3], dtype=object),
                           "orderid": la[:, 1], "side": np.where(la[:, 2] > 0, "buy", "sell").astype(object),
                           "price": _px(la[:, 3], tick, dec), "size": la[:, 4]}
-        if sb.snaps:
-            cols["book"] = _book_columns(sb.snaps, tick, dec)
+        if sb.tape.snaps:
+            cols["book"] = _book_columns(sb.tape.snaps, tick, dec)
         for name, c in cols.items():
             c["sym"] = np.full(len(c["time"]), sb.sym, dtype=object)
             parts[name].append(c)
@@ -308,10 +299,13 @@ class Replay:
             kinds.setdefault(kind, []).append(df)
         if "l3" in kinds and len(kinds) > 1:
             raise ValueError("give either L3 event files or L2 book/trade/quote files, not both")
+        t0 = time.perf_counter()
         if "l3" in kinds:
             self.frames = replay_l3(pd.concat(kinds["l3"], ignore_index=True), self.report, book_interval_ms)
         else:
             self.frames = replay_l2(kinds, self.report)
+        log.info("replay: %s rows checked and rebuilt in %.1f s", f"{self.report.rows_in:,}",
+                 time.perf_counter() - t0)
         for name in ("quote", "trade", "book", "l3"):
             self.frames.setdefault(name, empty_frame(name))
 

@@ -262,13 +262,13 @@ class InstrumentSim:
         bid0 = math.floor(ref - (spread - 1) / 2)
         nlev = max(1, int(round(10 * (1 - 0.8 * s))))
         selling = self.flow[0] < 0
-        tilt = {BUY: 1 - (0.6 * s if selling else 0.2 * s), SELL: 1 - (0.2 * s if selling else 0.6 * s)}
-        base = self.ins.mm_size * (1 - 0.7 * s)
         key = (bid0, spread, nlev, round(s, 1), selling)
         flicker = s > 0.3 and u < s  # under stress the MM pulls its whole ladder and reposts it
         if key == self.mm_key and not self.mm_hit and not flicker:
             return  # nothing moved and no quote was hit: the ladder stands
         self.mm_key, self.mm_hit = key, False
+        tilt = {BUY: 1 - (0.6 * s if selling else 0.2 * s), SELL: 1 - (0.2 * s if selling else 0.6 * s)}
+        base = self.ins.mm_size * (1 - 0.7 * s)
         wants = {side: {first - side * k: max(lot, int(base * tilt[side] * (1 + 0.3 * k)) * lot)
                         for k in range(nlev)}
                  for side, first in ((BUY, bid0), (SELL, bid0 + spread))}
@@ -461,16 +461,13 @@ def _px(ticks: np.ndarray, tick: float, dec: int) -> np.ndarray:
 
 
 def _book_columns(rows: list[tuple], tick: float, dec: int) -> dict[str, np.ndarray]:
-    n, L = len(rows), BOOK_LEVELS
-    bp = np.full((n, L), -1, np.int64)
-    ap = np.full((n, L), -1, np.int64)
-    bs = np.zeros((n, L), np.int64)
-    as_ = np.zeros((n, L), np.int64)
-    for r, (_, b, bsz, a, asz) in enumerate(rows):
-        bp[r, :len(b)] = b
-        bs[r, :len(bsz)] = bsz
-        ap[r, :len(a)] = a
-        as_[r, :len(asz)] = asz
+    """Snapshot rows (time, bid prices, bid sizes, ask prices, ask sizes) as book columns."""
+    L = BOOK_LEVELS
+    none, zero = [-1] * L, [0] * L  # padding for missing levels: no price (NaN), size 0
+    bp = np.array([r[1] + none[len(r[1]):] for r in rows], dtype=np.int64)
+    bs = np.array([r[2] + zero[len(r[2]):] for r in rows], dtype=np.int64)
+    ap = np.array([r[3] + none[len(r[3]):] for r in rows], dtype=np.int64)
+    as_ = np.array([r[4] + zero[len(r[4]):] for r in rows], dtype=np.int64)
     cols = {"time": np.array([r[0] for r in rows], dtype=np.int64)}
     bpx, apx = _px(bp, tick, dec), _px(ap, tick, dec)
     for k in range(L):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrade.features.spec import FEATURES
+from pretrade.features.spec import FEATURES, FeatureConfig
 from pretrade.models.card import ModelRefused, read_card
 
 KIND = "vae-anomaly"
 TIERS = ("Normal", "Elevated", "High Alert", "Critical")
-TIER_SCORES = (0.05, 0.3, 0.9)  # lowest score of Elevated, High Alert, Critical
+TIER_SCORES = (0.05, 0.3, 0.9)  # Elevated, High Alert, Critical: scores strictly above these
 _ANCHOR_SCORES = (0.01, *TIER_SCORES)
 
 
@@ -36,9 +36,14 @@ class Calibration:
     q_critical: float
 
     @classmethod
-    def fit(cls, total_errors: np.ndarray, q_elevated: float = 0.99, q_high: float = 0.9999,
-            q_critical: float = 0.999999) -> Calibration:
-        """Thresholds at quantiles of held-out normal total errors (strictly increasing)."""
+    def fit(cls, total_errors: np.ndarray, q_elevated: float = 0.999, q_high: float = 0.99999,
+            q_critical: float = 1.0) -> Calibration:
+        """Thresholds at quantiles of held-out normal total errors (strictly increasing).
+
+        The defaults put 0.1% of normal 100 ms rows at Elevated or above, 0.001% at High Alert
+        (about one episode per instrument per 6.5 h day) and Critical beyond the largest normal
+        error seen.
+        """
         e = np.asarray(total_errors, dtype=np.float64)
         if len(e) < 100:
             raise ValueError(f"calibration needs at least 100 normal rows, got {len(e)}")
@@ -66,8 +71,8 @@ class Calibration:
 
 
 def tier_codes(score: np.ndarray) -> np.ndarray:
-    """0 Normal, 1 Elevated, 2 High Alert, 3 Critical."""
-    return np.searchsorted(np.array(TIER_SCORES), np.asarray(score), side="right").astype(np.int8)
+    """0 Normal, 1 Elevated, 2 High Alert, 3 Critical: a tier starts strictly above its score."""
+    return np.searchsorted(np.array(TIER_SCORES), np.asarray(score), side="left").astype(np.int8)
 
 
 @dataclass
@@ -102,12 +107,19 @@ def result_from_errors(sq: np.ndarray, cal: Calibration, features: list[str]) ->
 class AnomalyScorer:
     """The served VAE: onnxruntime over a batch of instruments, refused if it does not match its card."""
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1,
+                 feature_config: FeatureConfig | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         card = read_card(self.path, KIND, required=("features", "calibration"))
         self.card = card
+        expected = asdict(feature_config or FeatureConfig())
+        trained = card.get("feature_config")
+        if trained is not None and trained != expected:
+            diff = sorted(k for k in set(trained) | set(expected) if trained.get(k) != expected.get(k))
+            raise ModelRefused(f"model {self.path} was trained on features computed with other "
+                               f"parameters ({', '.join(diff)}) than this engine's")
         self.features: list[str] = list(card["features"])
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 KIND = "fatfinger"
 GROSS_KINDS = ("extra_zeros", "notional_as_qty")  # always 10x size or more
 PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")  # gross when the price is > 5% off
-SIM_PARAMS = {"orders_per_hour": 4000.0, "error_rate": 0.05}
+SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}
 MODEL_PARAMS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
                 "l2_regularization": 1.0, "early_stopping": False}
 TARGET_FPR = 0.0005  # the block threshold is set so that at most this share of valid orders is flagged
@@ -150,30 +150,42 @@ def simulated_orders(seed: int, duration: int = 3600, start: str | None = None, 
 
 
 # ---- model ----------------------------------------------------------------------------------------
-def fit_classifier(X: np.ndarray, y: np.ndarray, seed: int):
-    """The gradient-boosting classifier on (X, y), deterministic for a seed."""
+# The score may only rise with size (vs the trader's habit, vs market volume) and distance from the
+# mid, and only fall as the side agrees with the trader's habit or an identical order is older.
+MONOTONIC = {"qty_vs_trader": 1, "qty_z_trader": 1, "qty_vs_volume": 1, "px_vs_mid_log": 1,
+             "side_vs_trader": -1, "dup_log_seconds": -1}
+
+
+def fit_classifier(X: np.ndarray, y: np.ndarray, seed: int, threads: int = 1, **params):
+    """The gradient-boosting classifier on (X, y), deterministic for a seed (params override MODEL_PARAMS)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
-    clf = HistGradientBoostingClassifier(random_state=seed, **MODEL_PARAMS)
-    return clf.fit(X.astype(np.float32), y)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return np.log(p / (1 - p))
+    cst = [MONOTONIC.get(f, 0) for f in FEATURES]
+    clf = HistGradientBoostingClassifier(random_state=seed, monotonic_cst=cst, **{**MODEL_PARAMS, **params})
+    with threadpool_limits(limits=threads, user_api="openmp"):  # OpenMP spinning stalls on a busy host
+        return clf.fit(X.astype(np.float32), y)
 
 
-def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Platt scaling on the log-odds of the raw probability (held-out data): p = sigmoid(a*logit + b)."""
+def margins(clf, X: np.ndarray) -> np.ndarray:
+    """The classifier's log-odds margins of rows X (single-threaded, like serving)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return clf.decision_function(np.asarray(X, dtype=np.float32))
+
+
+def fit_platt(margin: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Platt scaling of the model's log-odds margin on held-out data: p = sigmoid(a * margin + b)."""
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
+    lr = LogisticRegression(C=1e4, max_iter=1000).fit(np.asarray(margin, dtype=np.float64).reshape(-1, 1), y)
     return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
 
 
-def calibrate(raw: np.ndarray, cal: dict[str, float]) -> np.ndarray:
-    """Calibrated probabilities from raw model probabilities (monotone: keeps the ranking)."""
-    return 1.0 / (1.0 + np.exp(-(cal["a"] * _logit(raw) + cal["b"])))
+def calibrate(margin: np.ndarray, cal: dict[str, float]) -> np.ndarray:
+    """Calibrated probabilities from log-odds margins (monotone: keeps the ranking)."""
+    return 1.0 / (1.0 + np.exp(-(cal["a"] * np.asarray(margin, dtype=np.float64) + cal["b"])))
 
 
 def reliability_table(p: np.ndarray, y: np.ndarray,
@@ -196,15 +208,11 @@ def threshold_for_fpr(p_valid: np.ndarray, fpr: float = TARGET_FPR) -> float:
     return float(np.nextafter(p[k], 1.0)) if k < len(p) else 0.0
 
 
-def export_onnx(clf, path: str | Path) -> None:
-    """Write the classifier as ONNX: input `x` float32 (n, features); outputs label, probabilities."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+def export_onnx(clf, cal: dict[str, float], path: str | Path) -> None:
+    """Write the calibrated classifier as ONNX: input `x` float32 (n, features) -> `probability`."""
+    from pretrade.models.tree_onnx import to_onnx, trees_from_hgb
 
-    onx = convert_sklearn(clf, initial_types=[("x", FloatTensorType([None, N_FEATURES]))],
-                          options={id(clf): {"zipmap": False}},
-                          target_opset={"": 17, "ai.onnx.ml": 3})
-    Path(path).write_bytes(onx.SerializeToString())
+    Path(path).write_bytes(to_onnx(trees_from_hgb(clf), N_FEATURES, cal["a"], cal["b"]))
 
 
 class FatFingerModel:
@@ -234,17 +242,15 @@ class FatFingerModel:
         if inp.shape[-1] != N_FEATURES:
             raise ModelRefused(f"model {self.path} takes {inp.shape[-1]} features, its card lists {N_FEATURES}")
         self.input_name = inp.name
-        self.output_name = self.session.get_outputs()[1].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        if "probability" not in outputs:
+            raise ModelRefused(f"model {self.path} has no `probability` output (outputs: {outputs})")
         self.card, self.version = card, str(card["version"])
 
-    def raw(self, X: np.ndarray) -> np.ndarray:
-        """Uncalibrated error probabilities of a batch (n, features)."""
-        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, N_FEATURES))
-        return self.session.run([self.output_name], {self.input_name: X})[0][:, 1]
-
     def probability(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities that each order (row of features) is an error."""
-        return calibrate(self.raw(X), self.calibration)
+        """Calibrated probabilities that each order (row of features, (n, features)) is an error."""
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, N_FEATURES))
+        return self.session.run(["probability"], {self.input_name: X})[0][:, 0]
 
     def score_order(self, order: Order, market: Market, history: TraderHistory) -> float:
         """One order's calibrated error probability; records the order in the trader's history."""
@@ -259,8 +265,8 @@ def evaluate(p: np.ndarray, s: OrderSet, threshold: float) -> dict[str, Any]:
     return classification_report(s.y.astype(bool), p, p >= threshold, s.kind, s.gross, s.time)
 
 
-def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: tuple[int, ...] = (11, 12),
-                    cal_seed: int = 13, val_seed: int = 14, duration: int = 3600) -> dict[str, Any]:
+def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: tuple[int, ...] = (11, 12, 13),
+                    cal_seed: int = 14, val_seed: int = 15, duration: int = 3600) -> dict[str, Any]:
     """Train, calibrate, validate and export the fat-finger model; returns its card.
 
     Trains on `train_seeds` days, calibrates and sets the block threshold on `cal_seed` (a later
@@ -277,15 +283,15 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
     tr = OrderSet.concat([days[s] for s in train_seeds])
     clf = fit_classifier(tr.X, tr.y, seed)
     cal_set, val_set = days[cal_seed], days[val_seed]
-    cal = fit_platt(clf.predict_proba(cal_set.X)[:, 1], cal_set.y)
-    p_cal = calibrate(clf.predict_proba(cal_set.X)[:, 1], cal)
-    threshold = threshold_for_fpr(p_cal[cal_set.y == 0])
-    p_val = calibrate(clf.predict_proba(val_set.X)[:, 1], cal)
+    m_cal = margins(clf, cal_set.X)
+    cal = fit_platt(m_cal, cal_set.y)
+    threshold = threshold_for_fpr(calibrate(m_cal, cal)[cal_set.y == 0])
+    p_val = calibrate(margins(clf, val_set.X), cal)
     metrics = evaluate(p_val, val_set, threshold)
     log.info("validation (seed %d): recall gross %.4f subtle %.4f, valid flagged %.5f", val_seed,
              metrics["recall_gross"], metrics["recall_subtle"], metrics["fpr"])
     path = out_dir / "fatfinger.onnx"
-    export_onnx(clf, path)
+    export_onnx(clf, cal, path)
     data_hash = hashlib.sha256(tr.X.tobytes() + tr.y.tobytes()).hexdigest()
     card = {
         "kind": KIND,
@@ -293,7 +299,7 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "features": list(FEATURES),
         "input": "pretrade.models.order_features.order_features(order, market, history), float32, in this order",
-        "output": "probabilities[:, 1]: raw error probability; calibrated = sigmoid(a * logit(raw) + b)",
+        "output": "probability (n, 1): calibrated = sigmoid(a * margin + b); margin (n, 1): raw log-odds",
         "training_data": {"scenario": "fat-finger", "params": SIM_PARAMS, "seeds": list(train_seeds),
                           "seconds": duration, "orders": len(tr), "errors": int(tr.y.sum()),
                           "sha256": data_hash,
@@ -302,7 +308,8 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
         "calibration": {"method": "platt", **cal},
         "threshold": threshold,
         "threshold_rule": f"flags at most {TARGET_FPR:.2%} of the calibration day's valid orders",
-        "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS},
+        "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS,
+                  "monotonic": MONOTONIC},
         "validation": {"seed": val_seed, **{k: v for k, v in metrics.items() if k != "reliability"}},
         "reliability": reliability_table(p_val, val_set.y),
         "walk_forward": None,

@@ -132,7 +132,7 @@ def train(out_dir: str | Path, train_seeds=(101, 102), cal_seed: int = 103, val_
         "calibration_data": {"scenario": "normal", "seed": cal_seed, "seconds": duration,
                              "rows": len(cal_err)},
         "calibration": cal.as_dict(),
-        "tiers": {"names": list(TIERS), "min_score": [0.0, *TIER_SCORES]},
+        "tiers": {"names": list(TIERS), "above_score": [0.0, *TIER_SCORES]},
         "model": {"type": "VAE", "seed": seed, **config_dict(cfg)},
         "validation": metrics,
         "walk_forward": None,

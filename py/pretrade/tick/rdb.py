@@ -96,6 +96,7 @@ class Rdb:
         self.notify_hdb = notify_hdb or (lambda: None)
         self.engine = SqlEngine()
         self._engine_lock = threading.Lock()
+        self._registered: dict[str, int] = {}  # table -> store version registered with DuckDB
 
     # --- subscription and replay --------------------------------------------------------------
 
@@ -210,11 +211,13 @@ class Rdb:
 
     def _with_snapshot(self, fn: Callable[[SqlEngine], QTable]) -> QTable:
         """Register a snapshot of today's tables with DuckDB, then run fn on the engine."""
-        with self.lock:
-            snapshot = {name: t.arrow() for name, t in self.store.tables.items()}
         with self._engine_lock:  # one DuckDB connection: one query at a time
-            for name, table in snapshot.items():
+            with self.lock:  # only tables that changed since the last query are registered again
+                changed = {name: (t.version, t.arrow()) for name, t in self.store.tables.items()
+                           if self._registered.get(name) != t.version}
+            for name, (version, table) in changed.items():
                 self.engine.register(name, table)
+                self._registered[name] = version
             return fn(self.engine)
 
     def query(self, text: str) -> QTable:

@@ -98,25 +98,78 @@ def column_array(column: Column, values: Any) -> pa.Array:
     return pa.array(arr, ARROW_TYPES[q], from_pandas=True)  # NaN and NaT are nulls, as in q
 
 
+_NS = np.dtype("datetime64[ns]")
+_SPAN_NS = np.dtype("timedelta64[ns]")
+
+
+def _bad(value: Any) -> TypeError:
+    return TypeError(f"bad atom {value!r} ({type(value).__name__})")
+
+
+def _timestamp(v: Any) -> np.datetime64:
+    if type(v) is np.datetime64:
+        return v if v.dtype == _NS else v.astype(_NS)  # one unit, or Arrow refuses the buffer
+    if hasattr(v, "to_datetime64"):  # pandas Timestamp
+        return v.to_datetime64().astype(_NS)
+    if isinstance(v, dt.datetime):
+        return np.datetime64(v.replace(tzinfo=None) if v.tzinfo is None else
+                             v.astimezone(dt.UTC).replace(tzinfo=None), "ns")
+    raise _bad(v)
+
+
+def _date(v: Any) -> np.datetime64:
+    if isinstance(v, np.datetime64 | dt.date):
+        return np.datetime64(v, "D")
+    raise _bad(v)
+
+
+def _timespan(v: Any) -> np.timedelta64:
+    if type(v) is np.timedelta64:
+        return v if v.dtype == _SPAN_NS else v.astype(_SPAN_NS)
+    if hasattr(v, "to_timedelta64"):
+        return v.to_timedelta64().astype(_SPAN_NS)
+    if isinstance(v, dt.timedelta):
+        return np.timedelta64(v, "ns")
+    raise _bad(v)
+
+
+def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if isinstance(v, float | int | np.floating | np.integer) and not isinstance(v, bool | np.bool_):
+        return float(v)
+    raise _bad(v)
+
+
+def _int(v: Any) -> int:
+    if type(v) is int:
+        return v
+    if isinstance(v, np.integer) and not isinstance(v, np.bool_):
+        return int(v)
+    raise _bad(v)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool | np.bool_):
+        return bool(v)
+    raise _bad(v)
+
+
+def _symbol(v: Any) -> str:
+    return v if type(v) is str else _text(v)
+
+
+# q type character -> check-and-convert of one atom, into the form the row buffer holds.
+ATOMS = {"p": _timestamp, "d": _date, "n": _timespan, "f": _float, "i": _int, "j": _int,
+         "b": _bool, "s": _symbol, "C": _symbol, "c": _symbol}
+
+
 def _atom(column: Column, value: Any) -> Any:
     """Check one atom of a row against its column and return it in a form pa.array accepts."""
-    q = column.qtype
-    if q in "sCc":
-        return _text(value)
-    if q in "pdn":
-        if isinstance(value, np.datetime64 | np.timedelta64 | dt.datetime | dt.date | dt.timedelta):
-            return value
-        if hasattr(value, "to_datetime64"):  # pandas Timestamp
-            return value.to_datetime64()
-        if hasattr(value, "to_timedelta64"):
-            return value.to_timedelta64()
-    elif q == "f" and isinstance(value, float | int | np.floating | np.integer) and not isinstance(value, bool):
-        return float(value)
-    elif q in "ij" and isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
-        return int(value)
-    elif q == "b" and isinstance(value, bool | np.bool_):
-        return bool(value)
-    raise TypeError(f"column {column.name} ({q}): bad atom {value!r} ({type(value).__name__})")
+    try:
+        return ATOMS[column.qtype](value)
+    except TypeError as e:
+        raise TypeError(f"column {column.name} ({column.qtype}): {e}") from None
 
 
 def _is_row(data: list | tuple) -> bool:
@@ -135,31 +188,28 @@ class TableStore:
         self._batches: list[pa.RecordBatch] = []
         self._sealed = 0  # batches before this index are big and never merged again
         self._rows: list[list[Any]] = [[] for _ in table.columns]
+        self._atoms = [ATOMS[c.qtype] for c in table.columns]
         self._count = 0
+        self.version = 0  # changes whenever the rows do: readers can skip re-reading
 
     def __len__(self) -> int:
         return self._count
 
     def append(self, data: Any) -> int:
         """Append one row, a list of columns, a dict of columns or a DataFrame; the rows added."""
-        if hasattr(data, "columns") and hasattr(data, "__getitem__") and not isinstance(data, list | tuple):
-            data = {name: data[name] for name in data.columns}  # pandas DataFrame
-        if isinstance(data, Mapping):
-            missing = [n for n in self.table.names if n not in data]
-            if missing:
-                raise ValueError(f"{self.table.name}: missing columns {missing}")
-            data = [data[n] for n in self.table.names]
-        if isinstance(data, np.ndarray) and data.dtype == object:
-            data = list(data)
         if not isinstance(data, list | tuple):
-            raise TypeError(f"{self.table.name}: expected a row or a list of columns, got {type(data).__name__}")
+            data = self._as_list(data)
+        self.version += 1
         width = len(self.table.columns)
         if len(data) != width:
             raise ValueError(
                 f"{self.table.name}: expected {width} columns ({' '.join(self.table.names)}), got {len(data)}"
             )
         if _is_row(data):
-            atoms = [_atom(c, v) for c, v in zip(self.table.columns, data, strict=True)]
+            try:
+                atoms = [f(v) for f, v in zip(self._atoms, data, strict=True)]
+            except TypeError:  # find the column to name in the error
+                atoms = [_atom(c, v) for c, v in zip(self.table.columns, data, strict=True)]
             for buf, v in zip(self._rows, atoms, strict=True):
                 buf.append(v)
             self._count += 1
@@ -171,8 +221,11 @@ class TableStore:
             raise ValueError(f"{self.table.name}: columns have different lengths {sorted(lengths)}")
         n = lengths.pop()
         if n <= SMALL_CHUNK:  # a few rows (a zero-latency tickerplant's update): buffer them as rows
-            cols = [[_atom(c, x) for x in ([v] if isinstance(v, bytes | bytearray) else v)]
-                    for c, v in zip(self.table.columns, data, strict=True)]
+            data = [[v] if isinstance(v, bytes | bytearray) else v for v in data]
+            try:
+                cols = [[f(x) for x in v] for f, v in zip(self._atoms, data, strict=True)]
+            except TypeError:  # find the column to name in the error
+                cols = [[_atom(c, x) for x in v] for c, v in zip(self.table.columns, data, strict=True)]
             for buf, col in zip(self._rows, cols, strict=True):
                 buf.extend(col)
             self._count += n
@@ -184,6 +237,19 @@ class TableStore:
             self._flush_rows()
             self._add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         return n
+
+    def _as_list(self, data: Any) -> list:
+        """A DataFrame, a dict of columns or an object array as a list in schema order."""
+        if hasattr(data, "columns") and hasattr(data, "__getitem__"):
+            data = {name: data[name] for name in data.columns}  # pandas DataFrame
+        if isinstance(data, Mapping):
+            missing = [n for n in self.table.names if n not in data]
+            if missing:
+                raise ValueError(f"{self.table.name}: missing columns {missing}")
+            return [data[n] for n in self.table.names]
+        if isinstance(data, np.ndarray) and data.dtype == object:
+            return list(data)
+        raise TypeError(f"{self.table.name}: expected a row or a list of columns, got {type(data).__name__}")
 
     def _flush_rows(self) -> None:
         """Turn the buffered single rows into one batch."""
@@ -214,6 +280,7 @@ class TableStore:
         self._sealed = 0
         self._rows = [[] for _ in self.table.columns]
         self._count = 0
+        self.version += 1
 
 
 class Store:

@@ -1,0 +1,512 @@
+"""The real-time risk engine (`pretrade rte`): ticks in, features, scores and limits out.
+
+`RiskEngine` is the engine without I/O: `ingest(table, data)` takes the tickerplant's updates and
+returns what to publish. Its clock is the data's: a cycle falls on each grid time g (100 ms steps
+of event time) once an update arrives whose earliest tick is later than g + lateness, so a replay
+at any speed gives the same cycles and the same output. `lateness` must cover how far a feed
+interleaves tables out of time order (the simulator feed at `--speed max` publishes 60 s blocks
+table by table, so replays compared across speeds need `--lateness 60`; paced live feeds, 1 s).
+
+A cycle: feature snapshot of every instrument -> batched anomaly scores (onnxruntime) of the
+ready ones -> policy (pretrade.risk.policy) -> rows for `features`, `riskScore`, `limits`,
+`riskAlert` and `heartbeat`. A model that fails to load or score puts every instrument on
+static limits with a Critical alert naming the cause.
+
+The process subscribes to the tickerplant as kdb+tick's r.q does, rebuilds its state from the
+journal on start (features from the ticks, seq, tiers and halts from its own `limits` rows,
+human actions from its `riskAlert` rows), then publishes each cycle's rows with `.u.upd`.
+Kill switch, reset and model (de)activation are IPC calls (see `functions`), audited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pretrade.risk.limits import ALL, TIERS, RiskConfig, load_config
+from pretrade.risk.policy import ACTIONS, Action, Limit, Policy, Scores
+from pretrade.schema import table as schema_table
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("trade", "quote", "book", "l3", "news")
+OUTPUTS = ("features", "riskScore", "limits", "riskAlert", "heartbeat")
+PROCESS = "rte"  # the heartbeat's sym
+
+
+class Scorer(Protocol):
+    """What the engine needs of an anomaly model (pretrade.models.anomaly.AnomalyScorer is one):
+    `version`, and `score(z)` -> an object with `score`, `error` (n,) and `top_features(k)`."""
+
+    version: str
+
+    def score(self, z: np.ndarray) -> Any: ...
+
+
+def load_scorer(models_dir: str | Path | None) -> tuple[Scorer | None, str]:
+    """(the VAE scorer from DIR/vae.onnx, "") or (None, why it could not be loaded)."""
+    if models_dir is None:
+        return None, "no --models folder given"
+    path = Path(models_dir) / "vae.onnx"
+    try:
+        from pretrade.models.anomaly import AnomalyScorer
+
+        return AnomalyScorer(path), ""
+    except Exception as e:  # noqa: BLE001 - any failure to load means static limits, with the cause
+        return None, f"model {path} failed to load: {e}"
+
+
+@dataclass
+class Output:
+    """Rows for one table: its columns in schema order (time as datetime64[ns])."""
+
+    table: str
+    columns: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+
+def _sym_col(values: Iterable[str]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+def _text_col(values: Iterable[str]) -> list[bytes]:
+    return [v.encode("utf-8") for v in values]
+
+
+def _times(n: int, t: int) -> np.ndarray:
+    return np.full(n, t, dtype=np.int64).view("datetime64[ns]")
+
+
+def limits_output(rows: list[Limit]) -> Output:
+    """`limits` rows as columns."""
+    cols = list(zip(*(r.row() for r in rows), strict=True))
+    qt = schema_table("limits").qtypes
+    out = []
+    for values, q in zip(cols, qt, strict=True):
+        if q == "p":
+            out.append(np.array(values, dtype=np.int64).view("datetime64[ns]"))
+        elif q == "s":
+            out.append(_sym_col(values))
+        elif q == "C":
+            out.append(_text_col(values))
+        else:
+            out.append(np.array(values, dtype=schema_table("limits").columns[len(out)].dtype))
+    return Output("limits", out)
+
+
+def alerts_output(alerts: list[dict]) -> Output:
+    """`riskAlert` rows (dicts from the policy) as columns."""
+    spec = schema_table("riskAlert")
+    cols = []
+    for c in spec.columns:
+        v = [a[c.name] for a in alerts]
+        if c.qtype == "p":
+            cols.append(np.array(v, dtype=np.int64).view("datetime64[ns]"))
+        elif c.qtype == "s":
+            cols.append(_sym_col(v))
+        elif c.qtype == "C":
+            cols.append(_text_col(v))
+        else:
+            cols.append(np.array(v, dtype=c.dtype))
+    return Output("riskAlert", cols)
+
+
+def as_columns(table: str, data: Any) -> dict[str, Any]:
+    """An update's data (dict of columns, DataFrame, list of column vectors or one row of atoms,
+    as the tickerplant and its journal carry it) as a dict of columns by schema name."""
+    if isinstance(data, dict):
+        return data
+    if hasattr(data, "columns") and hasattr(data, "to_dict"):
+        return {c: data[c].to_numpy() for c in data.columns}
+    names = schema_table(table).names
+    if not isinstance(data, list | tuple) or len(data) != len(names):
+        raise ValueError(f"{table}: update is not {len(names)} columns ({' '.join(names)})")
+    if all(np.ndim(c) == 0 and not isinstance(c, list | bytes) for c in data):  # one row
+        return {n: np.array([v], dtype=object if isinstance(v, str) else None) for n, v in zip(names, data, strict=True)}
+    return dict(zip(names, data, strict=True))
+
+
+def _ns(t: Any) -> np.ndarray:
+    a = np.asarray(t)
+    if a.dtype.kind == "M":
+        return a.astype("datetime64[ns]").view(np.int64)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    return np.asarray(a, dtype="datetime64[ns]").view(np.int64)
+
+
+class RiskEngine:
+    """Features, scores, policy and output rows, driven by event time. Not thread-safe: the
+    process serialises calls with a lock."""
+
+    def __init__(self, config: RiskConfig, scorer: Scorer | None = None, model_error: str = "",
+                 step_ns: int = 100_000_000, lateness_ns: int = 0, features_every: int = 1,
+                 feature_config: Any = None, max_catchup: int = 3000, top_k: int = 3) -> None:
+        from pretrade.features.engine import FeatureEngine
+        from pretrade.features.spec import FeatureConfig
+
+        fc = feature_config or FeatureConfig(step_ns=step_ns)
+        if fc.step_ns != step_ns:
+            raise ValueError("the feature config's step_ns must equal the engine's step")
+        self.features = FeatureEngine(fc)
+        self.policy = Policy(config)
+        self.scorer = scorer
+        self.model_error = "" if scorer is not None else (model_error or "no model")
+        self.step_ns = step_ns
+        self.lateness_ns = lateness_ns
+        self.features_every = max(1, features_every)
+        self.max_catchup = max(1, max_catchup)
+        self.top_k = top_k
+        self.next_grid: int | None = None
+        self.now = 0           # the last cycle's grid time (ns)
+        self.cycles = 0
+        self.hb_seq = 0
+
+    # ---- input ---------------------------------------------------------------------------------
+
+    def ingest(self, table: str, data: Any) -> list[Output]:
+        """One tickerplant update: run the cycles it completes, then queue its ticks."""
+        if table not in INPUTS:
+            return []
+        cols = as_columns(table, data)
+        t = _ns(cols["time"])
+        if len(t) == 0:
+            return []
+        out = self.advance(int(t.min()) - self.lateness_ns)
+        self.features.update(table, cols)
+        if self.next_grid is None:
+            self.next_grid = (int(t.min()) // self.step_ns + 1) * self.step_ns
+        return out
+
+    def advance(self, upto: int) -> list[Output]:
+        """Run every cycle whose grid time is before `upto` (event time, ns)."""
+        if self.next_grid is None or upto <= self.next_grid:
+            return []
+        last = self.next_grid + (upto - 1 - self.next_grid) // self.step_ns * self.step_ns
+        first = max(self.next_grid, last - (self.max_catchup - 1) * self.step_ns)
+        out: list[Output] = []
+        for g in range(first, last + 1, self.step_ns):
+            out += self.cycle(g)
+        self.next_grid = last + self.step_ns
+        return out
+
+    # ---- one cycle -----------------------------------------------------------------------------
+
+    def cycle(self, g: int) -> list[Output]:
+        """Features, scores, policy and output rows at grid time g."""
+        self.now = g
+        self.cycles += 1
+        out: list[Output] = []
+        snap = self.features.snapshot(g)
+        n = len(snap.syms)
+        score = np.full(n, np.nan)
+        error = np.full(n, np.nan)
+        top = [""] * n
+        alerts: list[dict] = []
+        limits: list[Limit] = []
+        if self.scorer is None and self.policy.controls.model_active:
+            limits, alerts = self.policy.fail_model(g, self.model_error)
+        ready = np.flatnonzero(snap.ready)
+        model = ""
+        if self.scorer is not None and self.policy.controls.model_active and len(ready):
+            try:
+                res = self.scorer.score(snap.z[ready])
+                score[ready] = res.score
+                error[ready] = res.error
+                for k, names in zip(ready, res.top_features(self.top_k), strict=True):
+                    top[k] = ",".join(names)
+                model = self.scorer.version
+            except Exception as e:  # noqa: BLE001 - a failing model must fall back, not stop the engine
+                log.exception("scoring failed; static limits in force")
+                rows, al = self.policy.fail_model(g, f"model {self.scorer.version} failed to score: {e}")
+                limits += rows
+                alerts += al
+        rows, al = self.policy.cycle(g, Scores(snap.syms, score, np.full(n, g, dtype=np.int64), top, model))
+        limits += rows
+        alerts += al
+        if n and self.cycles % self.features_every == 0:
+            out.append(Output("features", [_times(n, g), _sym_col(snap.syms), snap.ready.astype(bool),
+                                           *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])]]))
+        if len(ready):
+            tiers = self.policy.tier[[self.policy._index[snap.syms[k]] for k in ready]]
+            out.append(Output("riskScore", [_times(len(ready), g), _sym_col(snap.syms[k] for k in ready),
+                                            score[ready], error[ready], _sym_col(TIERS[t] for t in tiers),
+                                            _text_col(top[k] for k in ready),
+                                            _sym_col([model] * len(ready)), np.isnan(score[ready])]))
+        if limits:
+            out.append(limits_output(limits))
+        if alerts:
+            out.append(alerts_output(alerts))
+        out.append(self.heartbeat(g, "ok" if self.policy.controls.model_active else "static"))
+        return out
+
+    def heartbeat(self, t: int, status: str) -> Output:
+        """One `heartbeat` row: the engine is alive at t (its seq is the limits' seq)."""
+        self.hb_seq += 1
+        return Output("heartbeat", [_times(1, t), _sym_col([PROCESS]), np.array([self.policy.seq]),
+                                    np.array([self.cycles]), np.array([len(self.features.syms)]),
+                                    _sym_col([status])])
+
+    # ---- people --------------------------------------------------------------------------------
+
+    def act(self, kind: str, sym: str = ALL, strategy: str = ALL, who: str = "", note: str = "") -> list[Output]:
+        """A person's action (kill, reset, reduce, deactivate, activate), applied now and audited."""
+        if kind not in ACTIONS:
+            raise ValueError(f"unknown action {kind!r}; known: {', '.join(ACTIONS)}")
+        if not who:
+            raise ValueError("an action needs the name of who takes it")
+        if kind == "activate" and self.scorer is None:
+            raise ValueError(f"no model to activate: {self.model_error}")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows, alerts = self.policy.act(Action(self.now, who, kind, sym, strategy,
+                                              f"{note} (at {stamp})".strip()))
+        out = [limits_output(rows)] if rows else []
+        return out + [alerts_output(alerts)]
+
+    # ---- restart -------------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[tuple[str, str, Any]]) -> int:
+        """Rebuild from journal records (func, table, data): feed the ticks to the features (no
+        cycles are run, nothing is published), take seq, tiers and halts from the `limits` rows
+        and human actions from the `riskAlert` rows. Returns the records used."""
+        limits: list[Limit] = []
+        actions: list[Action] = []
+        last_cycle = None
+        n = 0
+        for func, table, data in records:
+            if func != "upd":
+                continue
+            n += 1
+            if table in INPUTS:
+                cols = as_columns(table, data)
+                if len(cols["time"]):
+                    self.features.update(table, cols)
+            elif table == "limits":
+                cols = as_columns(table, data)
+                for i in range(len(cols["time"])):
+                    limits.append(Limit.from_row({k: v[i] for k, v in cols.items()}))
+            elif table == "riskAlert":
+                cols = as_columns(table, data)
+                for i in range(len(cols["time"])):
+                    who, kind = _s(cols["who"][i]), _s(cols["kind"][i])
+                    if kind in ACTIONS and who != "automation":
+                        actions.append(Action(int(_ns(cols["time"][i:i + 1])[0]), who, kind,
+                                              _s(cols["sym"][i]), _s(cols["strategy"][i])))
+            elif table == "heartbeat":
+                cols = as_columns(table, data)
+                for i in range(len(cols["time"])):
+                    if _s(cols["sym"][i]) == PROCESS and _s(cols["status"][i]) != "idle":
+                        last_cycle = int(_ns(cols["time"][i:i + 1])[0])
+                        self.cycles = max(self.cycles, int(cols["cycles"][i]))
+        self.policy.restore(limits, actions)
+        if last_cycle is not None:
+            self.next_grid = last_cycle + self.step_ns
+            self.now = last_cycle
+        log.info("restored from the journal: %d records, %d limit rows (seq %d), %d actions, %d instruments",
+                 n, len(limits), self.policy.seq, len(actions), len(self.features.syms))
+        return n
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# ---- the process ---------------------------------------------------------------------------------
+
+class Service:
+    """The process around a RiskEngine: subscription thread, publisher, idle heartbeat, IPC."""
+
+    def __init__(self, engine: RiskEngine, tp: str, user: str = "", password: str = "") -> None:
+        self.engine = engine
+        self.tp = tp
+        self.user, self.password = user, password
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.last_publish = time.monotonic()
+        self.published: dict[str, int] = {}
+        self._pub = None
+
+    def _publisher(self):
+        from pretrade.ipc.client import QClient, parse_addr
+
+        if self._pub is None:
+            host, port = parse_addr(self.tp)
+            self._pub = QClient(host, port, self.user, self.password, timeout=30)
+        return self._pub
+
+    def publish(self, outs: list[Output]) -> None:
+        """Send rows to the tickerplant (async .u.upd); a lost connection is reopened next time."""
+        if not outs:
+            return
+        try:
+            pub = self._publisher()
+            for o in outs:
+                if len(o):
+                    pub.send_async(".u.upd", o.table, o.columns)
+                    self.published[o.table] = self.published.get(o.table, 0) + len(o)
+            self.last_publish = time.monotonic()
+        except OSError as e:
+            log.error("publishing to the tickerplant %s failed: %s", self.tp, e)
+            if self._pub is not None:
+                self._pub.close()
+            self._pub = None
+
+    def subscribe_forever(self) -> None:
+        """Subscribe, restore from the journal, then ingest live updates; reconnect on loss."""
+        from pretrade.ipc.client import QClient, parse_addr
+        from pretrade.tick.journal import iter_records
+        from pretrade.tick.rdb import SUBSCRIBE, decode_message, parse_subscription
+
+        host, port = parse_addr(self.tp)
+        delay = 0.5
+        first = True
+        while not self.stop.is_set():
+            try:
+                conn = QClient(host, port, self.user, self.password, timeout=30)
+            except OSError as e:
+                log.warning("tickerplant %s not reachable (%s); retrying in %.1f s", self.tp, e, delay)
+                self.stop.wait(delay)
+                delay = min(2 * delay, 10.0)
+                continue
+            try:
+                sub = parse_subscription(conn.query(SUBSCRIBE))
+                if first and sub.journal is not None and sub.count:
+                    with self.lock:
+                        self.engine.restore(iter_records(sub.journal, sub.count))
+                first = False
+                self.ready.set()
+                log.info("subscribed to %s (journal %s, %d messages)", self.tp, sub.journal, sub.count)
+                while not self.stop.is_set():
+                    try:
+                        _, payload = conn.receive_raw(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    msg = decode_message(payload)
+                    if isinstance(msg, list) and len(msg) == 3 and msg[0] == "upd":
+                        with self.lock:
+                            try:
+                                outs = self.engine.ingest(msg[1], msg[2])
+                            except (ValueError, TypeError, KeyError) as e:
+                                log.error("update to %s not used: %s", msg[1], e)
+                                continue
+                            self.publish(outs)
+            except (OSError, ConnectionError) as e:
+                if not self.stop.is_set():
+                    log.warning("lost the tickerplant %s (%s); reconnecting", self.tp, e)
+            finally:
+                conn.close()
+
+    def idle_heartbeat(self, every_s: float = 1.0) -> None:
+        """With no market data (so no cycles), still say the engine is alive, on the wall clock."""
+        while not self.stop.wait(every_s / 2):
+            if time.monotonic() - self.last_publish >= every_s:
+                with self.lock:
+                    self.publish([self.engine.heartbeat(time.time_ns(), "idle")])
+
+    def functions(self) -> dict[str, Any]:
+        """The IPC functions: .rte.kill[sym;strategy;who;note], .rte.reset[sym;strategy;who],
+        .rte.reduce[sym;strategy;who], .rte.deactivate[who;note], .rte.activate[who],
+        .rte.status[], .rte.limits[sym]."""
+        def action(kind: str):
+            def call(conn, *args):
+                from pretrade.ipc.codec import QError
+
+                a = [_s(x) if isinstance(x, str | bytes) else "" for x in args]
+                if kind in ("deactivate", "activate"):
+                    who, note = (a + ["", ""])[:2]
+                    sym = strategy = ALL
+                else:
+                    sym, strategy, who, note = (a + ["", "", "", ""])[:4]
+                who = who or conn.user
+                try:
+                    with self.lock:
+                        self.publish(self.engine.act(kind, sym, strategy, who, note))
+                except ValueError as e:
+                    raise QError(str(e)) from None
+                return f"{kind} {sym or '*'}/{strategy or '*'} by {who}"
+            return call
+
+        def status(conn, *_):
+            e = self.engine
+            with self.lock:
+                return {"cycles": e.cycles, "seq": e.policy.seq, "instruments": len(e.features.syms),
+                        "modelActive": e.policy.controls.model_active, "model": getattr(e.scorer, "version", ""),
+                        "modelFault": e.policy.controls.model_fault or e.model_error,
+                        "breakers": sorted(e.policy.controls.breakers),
+                        "kills": [f"{s or '*'}/{t or '*'}" for s, t in sorted(e.policy.controls.kills)],
+                        "eventTime": np.datetime64(e.now, "ns"), "published": dict(self.published)}
+
+        def limits(conn, sym=ALL, *_):
+            sym = _s(sym) if sym else ALL
+            with self.lock:
+                rows = [r for r in self.engine.policy.last.values() if sym in (ALL, r.sym)]
+            return limits_output(sorted(rows, key=lambda r: r.seq)).columns if rows else []
+
+        fs = {f".rte.{k}": action(k) for k in ACTIONS}
+        fs[".rte.status"] = status
+        fs[".rte.limits"] = limits
+        return fs
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pretrade rte`: subscribe to the tickerplant, publish limits, serve governance calls."""
+    from pretrade.ipc.dispatch import Dispatcher
+    from pretrade.ipc.server import serve_forever
+
+    try:
+        config = load_config(args.limits)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 2
+    scorer, err = load_scorer(args.models)
+    if scorer is None:
+        log.critical("%s: every instrument on static limits", err)
+    else:
+        log.info("model %s loaded from %s", scorer.version, args.models)
+    engine = RiskEngine(config, scorer, err, step_ns=int(args.step_ms * 1e6),
+                        lateness_ns=int(args.lateness * 1e9), features_every=args.features_every)
+    svc = Service(engine, args.tp)
+    threading.Thread(target=svc.subscribe_forever, name="rte-feed", daemon=True).start()
+    threading.Thread(target=svc.idle_heartbeat, name="rte-heartbeat", daemon=True).start()
+
+    class RteHandler(Dispatcher):
+        def on_shutdown(self) -> None:
+            svc.stop.set()
+
+    users = None
+    if args.users:
+        from pretrade.ipc.auth import Users
+
+        users = Users.load(args.users)
+    log.info("risk engine listening on port %d, tickerplant %s", args.port, args.tp)
+    serve_forever(RteHandler(svc.functions()), host=args.host, port=args.port, users=users)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=5013, help="IPC port for governance calls and status (default 5013)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--tp", default="localhost:5010", metavar="HOST:PORT",
+                   help="tickerplant to subscribe to and publish to (default localhost:5010)")
+    p.add_argument("--models", metavar="DIR", default="models",
+                   help="folder with vae.onnx and its card vae.json (default models); if the model "
+                        "fails to load, every instrument runs on static limits and a Critical alert says why")
+    p.add_argument("--limits", metavar="FILE", help="static limits and policy (default config/limits.toml)")
+    p.add_argument("--step-ms", type=float, default=100.0, help="cycle grid in event-time ms (default 100)")
+    p.add_argument("--lateness", type=float, default=1.0, metavar="SECONDS",
+                   help="run a grid cycle only once ticks this much later arrive (default 1); must "
+                        "cover the feed's out-of-order span: 60 for the simulator at --speed max")
+    p.add_argument("--features-every", type=int, default=1, metavar="N",
+                   help="publish the features table every N cycles (default 1: every cycle)")
+    p.add_argument("--users", metavar="FILE", help="users file for IPC logins (default: no authentication)")

@@ -1,0 +1,114 @@
+"""Walk-forward evaluation: folds without look-ahead, risk metrics, static limits, the report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pretrade.backtest.baseline import tune_static_limits
+from pretrade.backtest.folds import LookAheadError, check_no_lookahead, walk_forward
+from pretrade.backtest.metrics import classification_report, detection_lead_time
+from pretrade.models.fatfinger import OrderSet
+from pretrade.models.order_features import FEATURES, N_FEATURES
+
+S = 1_000_000_000
+DAY = 86_400 * S
+
+
+def test_folds_train_only_on_the_past_with_an_embargo():
+    t = np.arange(10_000, dtype=np.int64) * S  # one row per second
+    folds = list(walk_forward(t, n_folds=4, embargo_ns=60 * S, min_train=0.3))
+    assert len(folds) == 4
+    covered = np.concatenate([f.test for f in folds])
+    assert len(np.unique(covered)) == len(covered) == 7_000  # test windows tile the later 70%
+    for f in folds:
+        assert t[f.train].max() < t[f.test].min() - 60 * S
+        assert len(f.train) > 0
+    assert len(folds[-1].train) > len(folds[0].train)  # expanding: each fold retrains on more
+
+
+def test_shuffling_the_future_into_the_past_fails():
+    t = np.arange(5_000, dtype=np.int64) * S
+    rng = np.random.default_rng(0)
+    shuffled = t.copy()
+    rng.shuffle(shuffled)
+    with pytest.raises(LookAheadError):
+        list(walk_forward(shuffled, n_folds=3, embargo_ns=0))
+    late = t.copy()
+    late[10] = t[-1] + S  # one future row hidden early in the history
+    with pytest.raises(LookAheadError):
+        list(walk_forward(late, n_folds=3, embargo_ns=0))
+
+
+def test_the_guard_refuses_training_rows_inside_the_embargo():
+    check_no_lookahead(np.array([0, 10 * S]), np.array([100 * S]), embargo_ns=60 * S)
+    with pytest.raises(LookAheadError, match="embargo"):
+        check_no_lookahead(np.array([0, 50 * S]), np.array([100 * S]), embargo_ns=60 * S)
+
+
+def test_classification_report_counts_what_risk_cares_about():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=bool)
+    flagged = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
+    kind = np.array(["", "", "", "", "extra_zeros", "extra_zeros", "wrong_side", "wrong_side"])
+    gross = np.array([0, 0, 0, 0, 1, 1, 0, 0], dtype=bool)
+    times = np.array([0, 1, 2, 3, DAY, DAY + 1, DAY + 2, DAY + 3], dtype=np.int64)
+    r = classification_report(y, flagged.astype(float), flagged, kind, gross, times)
+    assert r["fpr"] == 0.25 and r["valid_flagged"] == 1
+    assert r["false_alarms_per_day"] == 0.5  # two days in the data
+    assert r["fnr"] == 0.25 and r["recall"] == 0.75 and r["precision"] == 0.75
+    assert r["recall_gross"] == 1.0 and r["recall_subtle"] == 0.5
+    assert r["recall_by_kind"]["wrong_side"] == {"errors": 2, "caught": 1, "recall": 0.5}
+    assert 0 < r["pr_auc"] <= 1
+
+
+def test_detection_lead_time_is_generic_over_any_score():
+    t = np.arange(0, 100, dtype=np.int64) * S
+    score = np.where(t >= 40 * S, 0.95, 0.01)
+    assert detection_lead_time(t, score, 0.9, start=30 * S, bottom=70 * S) == 30.0
+    assert math.isnan(detection_lead_time(t, score, 0.99, start=30 * S, bottom=70 * S))
+    assert math.isnan(detection_lead_time(t, score, 0.9, start=0, bottom=20 * S))  # alarm came after
+
+
+def _orderset(n: int = 3000, seed: int = 0) -> OrderSet:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    kind = np.where(rng.random(n) < 0.05, "extra_zeros", "").astype(object)
+    y = (kind != "").astype(np.int8)
+    qty = np.round(np.exp(rng.normal(5, 0.5, n)))
+    qty[y == 1] *= 100
+    X[:, FEATURES.index("qty_vs_trader")] += 4.6 * y
+    X[:, FEATURES.index("px_vs_touch_bps")] = rng.normal(0, 3, n)
+    X[:, FEATURES.index("px_vs_mid_log")] = np.abs(rng.normal(0, 1e-4, n))
+    t = np.sort(rng.integers(0, 5 * 3600 * S, n)).astype(np.int64)
+    return OrderSet(X, y, kind.astype(str), y.astype(bool), t, rng.choice(["ACME", "GLOW"], n).astype(object),
+                    qty, np.zeros(n, dtype=np.int64))
+
+
+def test_static_limits_tuned_on_training_data_block_gross_sizes_only():
+    d = _orderset()
+    lim = tune_static_limits(d.qty, d.sym, d.X, d.y, target_fpr=0.001)
+    flags = lim.flags(d.qty, d.sym, d.X)
+    assert flags[d.y == 0].mean() <= 0.001
+    assert flags[d.y == 1].mean() > 0.95
+    assert (lim.score(d.qty, d.sym, d.X)[flags] >= 1).all()
+
+
+def test_walk_forward_and_report_end_to_end(tmp_path):
+    from pretrade.backtest.fatfinger import run_walk_forward
+    from pretrade.backtest.report import write_report
+
+    d = _orderset()
+    res = run_walk_forward(d, n_folds=2, embargo_s=60, seed=0)
+    assert len(res.folds) == 2
+    for f in res.folds:
+        assert f["train_end"] < f["test_start"]
+    m = res.report("model")
+    assert m["recall"] > 0.9 and m["orders"] == len(res.test_idx)
+    path = write_report(res, tmp_path, {"command": "test", "seeds": [0], "duration": 0, "embargo_s": 60,
+                                        "sim_params": {}})
+    text = path.read_text()
+    assert "static limits" in text and "extra_zeros" in text
+    for png in ("fatfinger_pr_roc.png", "fatfinger_reliability.png", "fatfinger_recall_by_kind.png"):
+        assert (tmp_path / png).stat().st_size > 1000

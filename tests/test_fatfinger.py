@@ -1,0 +1,195 @@
+"""Fat-finger model: order features (one function, incremental history), ONNX export and serving."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pretrade.models.card import ModelRefused, write_card
+from pretrade.models.fatfinger import (
+    KIND,
+    FatFingerModel,
+    calibrate,
+    export_onnx,
+    fit_classifier,
+    fit_platt,
+    margins,
+    reliability_table,
+    threshold_for_fpr,
+)
+from pretrade.models.order_features import (
+    FEATURES,
+    N_FEATURES,
+    NS,
+    Market,
+    Order,
+    TraderHistory,
+    order_features,
+)
+from pretrade.models.tree_onnx import margin_native, trees_from_hgb
+
+F = {name: i for i, name in enumerate(FEATURES)}
+MKT = Market(bid=99.99, ask=100.01, volume_1m=50_000, vol_z=0.5, anomaly=0.1)
+
+
+def _habit(history: TraderHistory, n: int = 30, qty: float = 500, side: int = 1) -> int:
+    """Feed a trader n ordinary orders in ACME, 10 s apart; returns the next time."""
+    rng = np.random.default_rng(0)
+    t = 0
+    for _ in range(n):
+        t += 10 * NS
+        q = float(round(qty * math.exp(0.2 * rng.standard_normal()), -2) or 100)
+        order_features(Order(t, "ACME", "ACC01", side, q, 99.99 if side > 0 else 100.01), MKT, history)
+    return t
+
+
+def test_size_price_side_and_duplicate_features_read_as_intended():
+    h = TraderHistory()
+    t = _habit(h)
+    normal = order_features(Order(t + NS, "ACME", "ACC01", 1, 500, 99.99), MKT, h)
+    big = order_features(Order(t + 20 * NS, "ACME", "ACC01", 1, 5_000, 99.98), MKT, h)
+    assert abs(normal[F["qty_vs_trader"]]) < 0.5
+    assert big[F["qty_vs_trader"]] == pytest.approx(math.log(10), abs=0.5)
+    assert big[F["qty_z_trader"]] > 4
+    above = order_features(Order(t + 30 * NS, "ACME", "ACC01", 1, 500, 110.0), MKT, h)
+    assert above[F["px_vs_touch_bps"]] == pytest.approx((110 - 100.01) / 100 * 1e4, rel=1e-4)
+    assert above[F["px_vs_mid_log"]] == pytest.approx(math.log(1.1), rel=1e-3)
+    wrong = order_features(Order(t + 40 * NS, "ACME", "ACC01", -1, 500, 100.01), MKT, h)
+    assert wrong[F["side_vs_trader"]] < -0.9
+    first = order_features(Order(t + 50 * NS, "ACME", "ACC01", 1, 700, 99.97), MKT, h)
+    dup = order_features(Order(t + 50 * NS + 20_000_000, "ACME", "ACC01", 1, 700, 99.97), MKT, h)
+    assert first[F["dup_log_seconds"]] == 6.0
+    assert dup[F["dup_log_seconds"]] == pytest.approx(math.log10(0.02))
+    assert dup[F["time_of_day"]] == pytest.approx(((t + 50 * NS) % (86_400 * NS)) / (86_400 * NS), abs=1e-6)
+    assert dup[F["anomaly"]] == pytest.approx(0.1)
+
+
+def test_history_is_per_trader_and_instrument_and_scale_free():
+    """A trader's habit in one instrument says nothing about another; prices scale away."""
+    h = TraderHistory()
+    t = _habit(h)
+    other = order_features(Order(t + NS, "ESZ6", "ACC01", 1, 5_000, 5000.0), Market(4999.75, 5000.25), h)
+    assert other[F["qty_vs_trader"]] == 0.0 and other[F["trader_orders"]] == 0.0
+    a = order_features(Order(1, "X", "A", 1, 100, 10.5), Market(9.99, 10.01), TraderHistory())
+    b = order_features(Order(1, "X", "A", 1, 100, 1050.0), Market(999.0, 1001.0), TraderHistory())
+    np.testing.assert_allclose(a[[F["px_vs_touch_bps"], F["px_vs_mid_log"], F["spread_bps"]]],
+                               b[[F["px_vs_touch_bps"], F["px_vs_mid_log"], F["spread_bps"]]], rtol=1e-5)
+
+
+def test_batch_replay_equals_live_calls_order_by_order():
+    """Training (feature_matrix over a frame) and live (one call per order) give the same rows."""
+    import pandas as pd
+
+    from pretrade.models.fatfinger import feature_matrix
+
+    rng = np.random.default_rng(3)
+    n = 200
+    orders = pd.DataFrame({
+        "time": pd.to_datetime(np.sort(rng.integers(0, 600 * NS, n)), unit="ns"),
+        "sym": rng.choice(["ACME", "GLOW"], n), "account": rng.choice(["ACC01", "ACC02"], n),
+        "side": rng.choice(["buy", "sell"], n), "qty": rng.choice([100, 200, 500, 5000], n),
+        "price": rng.choice([9.99, 10.0, 10.01, 100.0], n), "ordtype": rng.choice(["limit", "marketable"], n)})
+    market = pd.DataFrame({"bid": 9.99, "ask": 10.01, "volume_1m": rng.uniform(0, 1e5, n),
+                           "vol_z": rng.normal(size=n), "anomaly": rng.uniform(size=n)})
+    batch = feature_matrix(orders, market)
+    h = TraderHistory()
+    for k, r in enumerate(orders.itertuples()):
+        live = order_features(Order(r.time.value, r.sym, r.account, 1 if r.side == "buy" else -1, r.qty, r.price,
+                                    r.ordtype == "marketable"), Market(*market.iloc[k]), h)
+        np.testing.assert_array_equal(live, batch[k])
+
+
+@pytest.mark.parametrize("bad", [dict(qty=0), dict(qty=float("nan")), dict(price=-1.0), dict(side=2),
+                                 dict(account="")])
+def test_bad_orders_are_refused_at_the_boundary(bad):
+    h = TraderHistory()
+    kw = dict(time_ns=1, sym="ACME", account="ACC01", side=1, qty=100.0, price=100.0) | bad
+    with pytest.raises(ValueError):
+        order_features(Order(**kw), MKT, h)
+    assert not h.habits  # nothing recorded for a refused order
+
+
+def test_missing_quote_gives_neutral_price_features():
+    row = order_features(Order(1, "ACME", "ACC01", 1, 100, 100.0), Market(), TraderHistory())
+    assert row[F["px_vs_touch_bps"]] == 0 and row[F["spread_bps"]] == 0 and np.isfinite(row).all()
+
+
+# ---- model, ONNX, card ---------------------------------------------------------------------------
+def _synthetic(n: int = 2000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    y = ((X[:, 0] > 1.8) | (X[:, 6] > 2.2) | (rng.random(n) < 0.01)).astype(np.int8)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    X, y = _synthetic()
+    clf = fit_classifier(X, y, seed=0, max_iter=60)
+    cal = fit_platt(margins(clf, X), y)
+    path = tmp_path_factory.mktemp("ff") / "fatfinger.onnx"
+    export_onnx(clf, cal, path)
+    write_card(path, {"kind": KIND, "version": "test", "features": list(FEATURES),
+                      "calibration": {"method": "platt", **cal}, "threshold": 0.5})
+    return clf, cal, path, X
+
+
+def test_native_tree_walk_equals_scikit_learn_exactly(trained):
+    clf, _, _, X = trained
+    Xt, _ = _synthetic(300, seed=1)
+    np.testing.assert_array_equal(margin_native(trees_from_hgb(clf), Xt), margins(clf, Xt))
+
+
+def test_onnx_agrees_with_native_model(trained):
+    clf, cal, path, _ = trained
+    Xt, _ = _synthetic(2000, seed=2)
+    served = FatFingerModel(path)
+    p_onnx = served.probability(Xt)
+    p_native = calibrate(margins(clf, Xt), cal)
+    assert np.abs(p_onnx - p_native).max() < 1e-5
+    one = served.score_order(Order(1, "ACME", "ACC01", 1, 100, 100.0), MKT, TraderHistory())
+    assert 0.0 <= one <= 1.0
+
+
+def test_same_seed_same_model_bytes(tmp_path):
+    X, y = _synthetic(800)
+    out = []
+    for k in range(2):
+        clf = fit_classifier(X, y, seed=7, max_iter=30)
+        export_onnx(clf, fit_platt(margins(clf, X), y), tmp_path / f"m{k}.onnx")
+        out.append((tmp_path / f"m{k}.onnx").read_bytes())
+    assert out[0] == out[1]
+
+
+def test_registry_refuses_tampered_or_mismatched_artifacts(trained, tmp_path):
+    _, _, path, _ = trained
+    card = json.loads(path.with_suffix(".json").read_text())
+    bad = tmp_path / "fatfinger.onnx"
+    bad.write_bytes(path.read_bytes()[:-10])  # truncated after the card was written
+    (tmp_path / "fatfinger.json").write_text(json.dumps(card))
+    with pytest.raises(ModelRefused, match="does not match its card"):
+        FatFingerModel(bad)
+    bad.write_bytes(path.read_bytes())
+    (tmp_path / "fatfinger.json").write_text(json.dumps({**card, "features": list(reversed(FEATURES))}))
+    with pytest.raises(ModelRefused, match="features"):
+        FatFingerModel(bad)
+    (tmp_path / "fatfinger.json").write_text(json.dumps({**card, "kind": "vae-anomaly"}))
+    with pytest.raises(ModelRefused, match="not 'fatfinger'"):
+        FatFingerModel(bad)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    write_card(junk, card)
+    with pytest.raises(ModelRefused, match="failed to load"):
+        FatFingerModel(junk)
+
+
+def test_threshold_and_reliability_helpers():
+    p_valid = np.linspace(0, 0.5, 10_000)
+    thr = threshold_for_fpr(p_valid, fpr=0.001)
+    assert (p_valid >= thr).sum() <= 10 and (p_valid >= thr).sum() >= 9
+    table = reliability_table(np.array([0.0, 0.001, 0.9, 0.97]), np.array([0, 0, 1, 1]))
+    assert sum(r["orders"] for r in table) == 4
+    assert table[-1]["observed_rate"] == 1.0

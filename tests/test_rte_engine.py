@@ -1,0 +1,175 @@
+"""The risk engine in-process: event-time cycles, determinism, model failure, actions, restart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pretrade.features.spec import FeatureConfig
+from pretrade.market.simulator import simulate
+from pretrade.risk.engine import RiskEngine, load_scorer
+from pretrade.risk.limits import ALL, load_config
+from pretrade.schema import table
+
+ORDER = ("quote", "trade", "book", "l3", "news")
+CFG = load_config()
+FAST = FeatureConfig(warmup_steps=100, norm_halflife_steps=600)  # ready after 10 s of data
+
+
+class ZScorer:
+    """A stand-in model for unit tests: the score rises with the size of the normalised features."""
+
+    version = "z-test-1"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def score(self, z):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("onnx session died")
+        err = np.mean(np.asarray(z) ** 2, axis=1)
+
+        class R:
+            score = 1 - np.exp(-err / 3)
+            error = err
+
+            @staticmethod
+            def top_features(k):
+                return [["rv_1m", "spread_bps"][:k]] * len(err)
+
+        return R()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    res = simulate("flash-crash", 5, ["ESZ6", "ACME"], 170, at=100.0, sym="ESZ6")
+    return {n: df for n, df in res.frames.items() if n in ORDER and len(df)}
+
+
+def messages(frames, slice_s):
+    """The feed's message sequence: per slice of market time, table by table."""
+    t0 = min(df["time"].iloc[0] for df in frames.values())
+    t1 = max(df["time"].iloc[-1] for df in frames.values())
+    step = pd.Timedelta(seconds=slice_s)
+    lo = t0
+    while lo <= t1:
+        for name in ORDER:
+            df = frames.get(name)
+            if df is not None:
+                a, b = df["time"].searchsorted([lo, lo + step])
+                if b > a:
+                    yield name, df.iloc[a:b]
+        lo += step
+
+
+def run(engine, msgs):
+    out = []
+    for name, df in msgs:
+        out += engine.ingest(name, df)
+    return out
+
+
+def rows(outs, name):
+    spec = table(name)
+    parts = [pd.DataFrame(dict(zip(spec.names, o.columns, strict=True))) for o in outs if o.table == name]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=spec.names)
+
+
+def engine(scorer=None, **kw):
+    return RiskEngine(CFG, scorer if scorer is not None else ZScorer(), feature_config=FAST,
+                      lateness_ns=60_000_000_000, **kw)
+
+
+def test_cycles_fall_on_the_event_time_grid(frames):
+    out = run(engine(), messages(frames, 60))
+    hb = rows(out, "heartbeat")
+    t = hb["time"].to_numpy().view(np.int64)
+    assert len(t) > 500 and np.all(np.diff(t) == 100_000_000) and np.all(t % 100_000_000 == 0)
+    lim = rows(out, "limits")
+    assert set(lim["sym"]) == {"ESZ6", "ACME"}
+    assert (lim["seq"].diff().dropna() == 1).all()            # monotonic, no gap
+    assert len(rows(out, "features")) == 2 * len(hb)
+    assert len(rows(out, "riskScore")) > 0
+
+
+def test_same_output_whatever_the_message_boundaries(frames):
+    a = run(engine(), messages(frames, 60))    # as the feed at --speed max
+    b = run(engine(), messages(frames, 5))     # as the feed paced at 50x real time
+    # The newest `lateness` of data waits for later ticks: compare the span both have cycled.
+    end = min(rows(a, "heartbeat")["time"].max(), rows(b, "heartbeat")["time"].max())
+    assert end > rows(a, "heartbeat")["time"].min() + pd.Timedelta(seconds=40)
+    for name in ("limits", "riskScore", "riskAlert", "features"):
+        ra, rb = rows(a, name), rows(b, name)
+        ra, rb = ra[ra["time"] <= end].reset_index(drop=True), rb[rb["time"] <= end].reset_index(drop=True)
+        assert len(ra) or name == "riskAlert"
+        pd.testing.assert_frame_equal(ra, rb)
+
+
+def test_missing_model_means_static_limits_and_a_critical_alert(frames, tmp_path):
+    scorer, err = load_scorer(tmp_path)
+    assert scorer is None and "vae.onnx" in err
+    e = RiskEngine(CFG, None, err, feature_config=FAST, lateness_ns=60_000_000_000)
+    out = run(e, messages(frames, 60))
+    al = rows(out, "riskAlert")
+    crit = al[(al["severity"] == "critical") & (al["kind"] == "model")]
+    assert len(crit) == 1 and b"vae.onnx" in crit["text"].iloc[0]
+    lim = rows(out, "limits")
+    assert (lim["maxQty"] == [CFG.static(s, t).max_qty for s, t in zip(lim["sym"], lim["strategy"], strict=True)]).all()
+    assert set(rows(out, "heartbeat")["status"]) == {"static"}
+
+
+def test_model_failing_mid_run_falls_back(frames):
+    e = engine(ZScorer(fail_after=50))
+    out = run(e, messages(frames, 60))
+    al = rows(out, "riskAlert")
+    crit = al[al["kind"] == "model"]
+    assert len(crit) == 1 and b"onnx session died" in crit["text"].iloc[0]
+    assert not e.policy.controls.model_active
+    last = e.policy.last
+    assert all(r.max_qty == CFG.static(r.sym, r.strategy).max_qty for r in last.values() if r.state == "ACTIVE")
+
+
+def test_kill_switch_and_reset_are_audited(frames):
+    e = engine()
+    run(e, messages(frames, 60))
+    out = e.act("kill", "ACME", ALL, "alice", "desk error")
+    lim, al = rows(out, "limits"), rows(out, "riskAlert")
+    assert set(lim["state"]) == {"HALTED"} and set(lim["halt"]) == {"kill"}
+    assert al["who"].iloc[0] == "alice" and b"desk error" in al["text"].iloc[0]
+    with pytest.raises(ValueError, match="who"):
+        e.act("kill", "ACME", ALL, "")
+    out = e.act("reset", "ACME", ALL, "bob")
+    if "ACME" not in e.policy.controls.breakers:
+        assert "HALTED" not in set(rows(out, "limits")["state"])
+
+
+def journal_of(msgs, engine_):
+    """What a tickerplant journal holds: the inputs and the engine's own rows, in order."""
+    recs = []
+    for name, df in msgs:
+        outs = engine_.ingest(name, df)
+        for o in outs:
+            recs.append(("upd", o.table, o.columns))
+        recs.append(("upd", name, [df[c].to_numpy() for c in table(name).names]))
+    return recs
+
+
+def test_restart_rebuilds_from_the_journal_without_a_seq_gap(frames):
+    msgs = list(messages(frames, 60))
+    half = len(msgs) // 2
+    a = engine()
+    recs = journal_of(msgs[:half], a)
+    recs += [("upd", o.table, o.columns) for o in a.act("kill", ALL, "algo", "carol")]
+    seq_before = a.policy.seq
+    b = engine()
+    b.restore(recs)
+    assert b.policy.seq == seq_before
+    assert b.policy.controls.killed("ESZ6", "algo")
+    assert b.next_grid == a.next_grid
+    out = run(b, msgs[half:])
+    out += b.act("kill", "ESZ6", ALL, "dave")
+    lim = rows(out, "limits")
+    assert lim["seq"].iloc[0] == seq_before + 1 and (lim["seq"].diff().dropna() == 1).all()
