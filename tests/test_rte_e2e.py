@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMS = ["ESZ6", "NQZ6"]
-SIM = ["--scenario", "flash-crash", "--seed", "3", "--syms", *SYMS, "--duration", "840",
+SIM = ["--scenario", "flash-crash", "--seed", "3", "--syms", *SYMS, "--duration", "900",
        "-p", "at=600", "-p", "sym=ESZ6"]
 STATIC_MAX_QTY = 10000  # config/limits.toml [default] max_qty
 
@@ -130,7 +130,7 @@ def collect(sub, tables: dict[str, list], until: float, quiet: float = 3.0) -> N
 def bottom_time() -> pd.Timestamp:
     from pretrade.market.simulator import simulate
 
-    res = simulate("flash-crash", 3, SYMS, 840, at=600.0, sym="ESZ6")
+    res = simulate("flash-crash", 3, SYMS, 900, at=600.0, sym="ESZ6")
     return pd.Timestamp(res.labels["stress"]["bottom_time"].iloc[0])
 
 
@@ -138,7 +138,7 @@ def test_flash_crash_raises_tiers_before_the_bottom_and_restart_keeps_seq(stack)
     s = stack()
     with connect(f"localhost:{s.tp_port}") as c, c.subscribe(["riskAlert", "limits"]) as sub:
         s.feed("max")
-        s.wait_cycled(pd.Timestamp("2026-11-20 14:43:00"))
+        s.wait_cycled(pd.Timestamp("2026-11-20 14:42:50"))
         got: dict[str, list] = {}
         collect(sub, got, time.time() + 30)
         lim, alerts = frame(got.get("limits", [])), frame(got.get("riskAlert", []))
@@ -175,7 +175,7 @@ def test_replay_at_two_speeds_gives_identical_limits(stack):
         s = stack(name)
         with connect(f"localhost:{s.tp_port}") as c, c.subscribe(["limits"]) as sub:
             s.feed(speed)
-            s.wait_cycled(pd.Timestamp("2026-11-20 14:43:00"))
+            s.wait_cycled(pd.Timestamp("2026-11-20 14:42:50"))
             got: dict[str, list] = {}
             collect(sub, got, time.time() + 30)
         s.close()
