@@ -78,7 +78,7 @@ def _orderset(n: int = 3000, seed: int = 0) -> OrderSet:
     y = (kind != "").astype(np.int8)
     qty = np.round(np.exp(rng.normal(5, 0.5, n)))
     qty[y == 1] *= 100
-    X[:, FEATURES.index("qty_vs_trader")] += 4.6 * y
+    X[:, FEATURES.index("qty_vs_trader")] += 6.0 * y
     X[:, FEATURES.index("px_vs_touch_bps")] = rng.normal(0, 3, n)
     X[:, FEATURES.index("px_vs_mid_log")] = np.abs(rng.normal(0, 1e-4, n))
     t = np.sort(rng.integers(0, 5 * 3600 * S, n)).astype(np.int64)

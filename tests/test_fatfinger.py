@@ -133,7 +133,8 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("ff") / "fatfinger.onnx"
     export_onnx(clf, cal, path)
     write_card(path, {"kind": KIND, "version": "test", "features": list(FEATURES),
-                      "calibration": {"method": "platt", **cal}, "threshold": 0.5})
+                      "calibration": {"method": "platt", **cal}, "threshold": 0.5,
+                      "margin_threshold": float((0.0 - cal["b"]) / cal["a"])})
     return clf, cal, path, X
 
 
@@ -150,8 +151,11 @@ def test_onnx_agrees_with_native_model(trained):
     p_onnx = served.probability(Xt)
     p_native = calibrate(margins(clf, Xt), cal)
     assert np.abs(p_onnx - p_native).max() < 1e-5
-    one = served.score_order(Order(1, "ACME", "ACC01", 1, 100, 100.0), MKT, TraderHistory())
-    assert 0.0 <= one <= 1.0
+    p, block = served.score(Xt)
+    np.testing.assert_array_equal(p, p_onnx)
+    np.testing.assert_array_equal(block, margins(clf, Xt) >= served.margin_threshold)
+    one, blocked = served.score_order(Order(1, "ACME", "ACC01", 1, 100, 100.0), MKT, TraderHistory())
+    assert 0.0 <= one <= 1.0 and isinstance(blocked, bool)
 
 
 def test_same_seed_same_model_bytes(tmp_path):

@@ -173,3 +173,19 @@ def test_restart_rebuilds_from_the_journal_without_a_seq_gap(frames):
     out += b.act("kill", "ESZ6", ALL, "dave")
     lim = rows(out, "limits")
     assert lim["seq"].iloc[0] == seq_before + 1 and (lim["seq"].diff().dropna() == 1).all()
+
+
+def test_q_host_helpers_drive_the_same_engine(frames):
+    from pretrade.risk.engine import q_act, q_ingest, q_restore
+
+    e = engine()
+    pairs = []
+    for name, df in messages(frames, 60):
+        pairs += q_ingest(e, name, df)
+    assert {t for t, _ in pairs} >= {"limits", "heartbeat", "features"}
+    assert all(isinstance(cols, list) and len(cols) == len(table(t).names) for t, cols in pairs)
+    acted = q_act(e, "kill", "ESZ6", "", "alice", "from q")
+    assert [t for t, _ in acted] == ["limits", "riskAlert"]
+    back = engine()
+    q_restore(back, [(t, cols) for t, cols in pairs + acted])
+    assert back.policy.seq == e.policy.seq and back.policy.controls.killed("ESZ6", "mm")

@@ -108,7 +108,7 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
         procs.append(Process("feed", exe + [
             "feed", "sim", "--scenario", args.scenario or feed.get("scenario", "normal"),
             "--seed", str(feed.get("seed", 1)), "--speed", str(args.speed or feed.get("speed", "1")),
-            "--tp", tp_addr]))
+            "--duration", str(feed.get("duration", "6.5h")), "--restamp", "--tp", tp_addr]))
     return procs
 
 

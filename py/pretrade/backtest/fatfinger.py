@@ -81,25 +81,27 @@ def run_walk_forward(data: OrderSet, n_folds: int = 3, embargo_s: float = 600.0,
         clf = fit_classifier(data.X[fit], data.y[fit], seed)
         m_cal = margins(clf, data.X[cal])
         platt = fit_platt(m_cal, data.y[cal])
-        thr = threshold_for_fpr(calibrate(m_cal, platt)[data.y[cal] == 0])
-        p = calibrate(margins(clf, data.X[fold.test]), platt)
+        thr = threshold_for_fpr(m_cal[data.y[cal] == 0])
+        m_test = margins(clf, data.X[fold.test])
+        p = calibrate(m_test, platt)
         limits: StaticLimits = tune_static_limits(data.qty[fold.train], data.sym[fold.train],
                                                   data.X[fold.train], data.y[fold.train])
         te = data.take(fold.test)
         s = limits.score(te.qty, te.sym, te.X)
         fs = limits.flags(te.qty, te.sym, te.X)
-        m = classification_report(te.y.astype(bool), p, p >= thr, te.kind, te.gross, te.time)
+        m = classification_report(te.y.astype(bool), p, m_test >= thr, te.kind, te.gross, te.time)
         b = classification_report(te.y.astype(bool), s, fs, te.kind, te.gross, te.time)
         folds.append({"fold": fold.k, "train_orders": len(fold.train), "test_orders": len(fold.test),
                       "train_end": str(pd.Timestamp(int(data.time[fold.train].max()))),
-                      "test_start": str(pd.Timestamp(int(te.time.min()))), "threshold": thr,
+                      "test_start": str(pd.Timestamp(int(te.time.min()))),
+                      "threshold": float(calibrate(np.array([thr]), platt)[0]), "margin_threshold": thr,
                       "collar_bps": limits.collar_bps, "model": m, "static": b})
         log.info("fold %d: train %d, test %d; model recall gross %.3f subtle %.3f fpr %.5f; "
                  "static recall gross %.3f subtle %.3f fpr %.5f", fold.k, len(fold.train), len(fold.test),
                  m["recall_gross"], m["recall_subtle"], m["fpr"], b["recall_gross"], b["recall_subtle"], b["fpr"])
         test_all.append(fold.test)
         p_all.append(p)
-        f_all.append(p >= thr)
+        f_all.append(m_test >= thr)
         s_all.append(s)
         fs_all.append(fs)
     if not folds:
@@ -114,6 +116,6 @@ def score_served(result: WalkForwardResult, model_path: str | Path) -> dict[str,
 
     model = FatFingerModel(model_path)
     d = result.data
-    p = model.probability(d.X)
-    rep = classification_report(d.y.astype(bool), p, p >= model.threshold, d.kind, d.gross, d.time)
+    p, flags = model.score(d.X)
+    rep = classification_report(d.y.astype(bool), p, flags, d.kind, d.gross, d.time)
     return {"version": model.version, "threshold": model.threshold, "p": p, **rep}

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 KIND = "fatfinger"
 GROSS_KINDS = ("extra_zeros", "notional_as_qty")  # always 10x size or more
 PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")  # gross when the price is > 5% off
-SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}
+SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}  # calibration, validation, backtest days
+TRAIN_ERROR_RATE = 0.15  # training days carry more errors: more to learn from per simulated hour
 MODEL_PARAMS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
                 "l2_regularization": 1.0, "early_stopping": False}
 TARGET_FPR = 0.0005  # the block threshold is set so that at most this share of valid orders is flagged
@@ -201,9 +202,12 @@ def reliability_table(p: np.ndarray, y: np.ndarray,
     return out
 
 
-def threshold_for_fpr(p_valid: np.ndarray, fpr: float = TARGET_FPR) -> float:
-    """The lowest probability threshold that flags at most `fpr` of these valid orders."""
-    p = np.sort(np.asarray(p_valid, dtype=np.float64))[::-1]
+def threshold_for_fpr(score_valid: np.ndarray, fpr: float = TARGET_FPR) -> float:
+    """The lowest score threshold that flags at most `fpr` of these valid orders' scores.
+
+    Decisions use the log-odds margin, not the probability: probabilities saturate at 1.0 in
+    floating point and would tie errors with the threshold."""
+    p = np.sort(np.asarray(score_valid, dtype=np.float64))[::-1]
     k = int(math.floor(fpr * len(p)))  # this many valid orders may be flagged
     return float(np.nextafter(p[k], 1.0)) if k < len(p) else 0.0
 
@@ -222,13 +226,14 @@ class FatFingerModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        card = read_card(self.path, KIND, required=("features", "calibration", "threshold"))
+        card = read_card(self.path, KIND, required=("features", "calibration", "threshold", "margin_threshold"))
         if list(card["features"]) != list(FEATURES):
             raise ModelRefused(f"model {self.path} was trained on features {card['features']}, "
                                f"but this engine computes {list(FEATURES)}")
         try:
             self.calibration = {"a": float(card["calibration"]["a"]), "b": float(card["calibration"]["b"])}
             self.threshold = float(card["threshold"])
+            self.margin_threshold = float(card["margin_threshold"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelRefused(f"model card of {self.path} has a bad calibration or threshold: {e}") from None
         opts = ort.SessionOptions()
@@ -252,17 +257,25 @@ class FatFingerModel:
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, N_FEATURES))
         return self.session.run(["probability"], {self.input_name: X})[0][:, 0]
 
-    def score_order(self, order: Order, market: Market, history: TraderHistory) -> float:
-        """One order's calibrated error probability; records the order in the trader's history."""
-        return float(self.probability(order_features(order, market, history))[0])
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and block decisions (margin >= the card's margin threshold)."""
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, N_FEATURES))
+        p, m = self.session.run(["probability", "margin"], {self.input_name: X})
+        return p[:, 0], m[:, 0] >= self.margin_threshold
+
+    def score_order(self, order: Order, market: Market, history: TraderHistory) -> tuple[float, bool]:
+        """One order's calibrated error probability and whether to block it; records the order
+        in the trader's history."""
+        p, block = self.score(order_features(order, market, history))
+        return float(p[0]), bool(block[0])
 
 
 # ---- training -------------------------------------------------------------------------------------
-def evaluate(p: np.ndarray, s: OrderSet, threshold: float) -> dict[str, Any]:
-    """Risk metrics of probabilities p on an OrderSet at a block threshold."""
+def evaluate(p: np.ndarray, flagged: np.ndarray, s: OrderSet) -> dict[str, Any]:
+    """Risk metrics of probabilities p and block decisions on an OrderSet."""
     from pretrade.backtest.metrics import classification_report
 
-    return classification_report(s.y.astype(bool), p, p >= threshold, s.kind, s.gross, s.time)
+    return classification_report(s.y.astype(bool), p, flagged, s.kind, s.gross, s.time)
 
 
 def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: tuple[int, ...] = (11, 12, 13),
@@ -277,7 +290,8 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
     t0 = time.perf_counter()
     days = {}
     for s in (*train_seeds, cal_seed, val_seed):
-        days[s] = simulated_orders(s, duration)
+        rate = TRAIN_ERROR_RATE if s in train_seeds else SIM_PARAMS["error_rate"]
+        days[s] = simulated_orders(s, duration, error_rate=rate)
         log.info("fat-finger day seed %d: %d orders, %d errors (%.0f s)", s, len(days[s]),
                  int(days[s].y.sum()), time.perf_counter() - t0)
     tr = OrderSet.concat([days[s] for s in train_seeds])
@@ -285,9 +299,10 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
     cal_set, val_set = days[cal_seed], days[val_seed]
     m_cal = margins(clf, cal_set.X)
     cal = fit_platt(m_cal, cal_set.y)
-    threshold = threshold_for_fpr(calibrate(m_cal, cal)[cal_set.y == 0])
-    p_val = calibrate(margins(clf, val_set.X), cal)
-    metrics = evaluate(p_val, val_set, threshold)
+    m_thr = threshold_for_fpr(m_cal[cal_set.y == 0])
+    m_val = margins(clf, val_set.X)
+    p_val = calibrate(m_val, cal)
+    metrics = evaluate(p_val, m_val >= m_thr, val_set)
     log.info("validation (seed %d): recall gross %.4f subtle %.4f, valid flagged %.5f", val_seed,
              metrics["recall_gross"], metrics["recall_subtle"], metrics["fpr"])
     path = out_dir / "fatfinger.onnx"
@@ -300,14 +315,16 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
         "features": list(FEATURES),
         "input": "pretrade.models.order_features.order_features(order, market, history), float32, in this order",
         "output": "probability (n, 1): calibrated = sigmoid(a * margin + b); margin (n, 1): raw log-odds",
-        "training_data": {"scenario": "fat-finger", "params": SIM_PARAMS, "seeds": list(train_seeds),
+        "training_data": {"scenario": "fat-finger", "params": {**SIM_PARAMS, "error_rate": TRAIN_ERROR_RATE}, "seeds": list(train_seeds),
                           "seconds": duration, "orders": len(tr), "errors": int(tr.y.sum()),
                           "sha256": data_hash,
                           "anomaly_input": "feature proxy (anomaly_proxy of z_rv_1m, z_spread_bps); live: the VAE score"},
-        "calibration_data": {"seed": cal_seed, "orders": len(cal_set), "errors": int(cal_set.y.sum())},
+        "calibration_data": {"seed": cal_seed, "params": SIM_PARAMS, "orders": len(cal_set), "errors": int(cal_set.y.sum())},
         "calibration": {"method": "platt", **cal},
-        "threshold": threshold,
-        "threshold_rule": f"flags at most {TARGET_FPR:.2%} of the calibration day's valid orders",
+        "margin_threshold": m_thr,
+        "threshold": float(calibrate(np.array([m_thr]), cal)[0]),
+        "threshold_rule": f"block when margin >= margin_threshold (probability >= threshold): flags at most "
+                          f"{TARGET_FPR:.2%} of the calibration day's valid orders",
         "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS,
                   "monotonic": MONOTONIC},
         "validation": {"seed": val_seed, **{k: v for k, v in metrics.items() if k != "reliability"}},

@@ -25,6 +25,7 @@ FEATURES: tuple[str, ...] = (
     "trader_orders",      # log(1 + orders the trader has sent in this instrument): history depth
     "qty_vs_volume",      # log(1 + qty) - log(1 + market volume over the last minute)
     "px_vs_touch_bps",    # side * (price - touch) / mid in bps: a buy above the ask is positive
+    "px_vs_touch_spreads",  # the same distance in units of the prevailing spread (tick-size free)
     "px_vs_trader_bps",   # px_vs_touch_bps minus the trader's EWMA of it in this instrument
     "px_vs_mid_log",      # |log(price / mid)|: decimal shifts and swapped fields are ~2.3 or more
     "side_vs_trader",     # side * the trader's EWMA of sides in this instrument (-1: the opposite)
@@ -39,6 +40,7 @@ FEATURES: tuple[str, ...] = (
 N_FEATURES = len(FEATURES)
 _ALPHA = 0.05        # EWMA weight of a trader's size and price habits (about the last 20 orders)
 _SIDE_ALPHA = 0.1    # EWMA weight of a trader's side in an instrument
+_HABIT_BPS = 500.0   # distances from the touch beyond this count as this much in the habit
 _RECENT = 20         # orders per trader and instrument searched for duplicates
 _NEVER = 6.0         # dup_log_seconds when no identical order was seen (10^6 s)
 _CLIP_BPS = 1e6
@@ -150,27 +152,27 @@ def order_features(order: Order, market: Market, history: TraderHistory,
     row[2] = math.log1p(h.n)
     row[3] = math.log1p(qty) - math.log1p(max(market.volume_1m, 0.0))
     row[4] = dev
-    row[5] = dev - h.mean_dev if h.n else 0.0
-    row[6] = px_mid
-    row[7] = side * h.side
-    row[8] = dup
-    row[9] = (len(act.last_min) + 1) / (usual + 1)
-    row[10] = (t % DAY_NS) / DAY_NS
-    row[11] = market.vol_z if math.isfinite(market.vol_z) else 0.0
-    row[12] = spread
-    row[13] = min(1.0, max(0.0, market.anomaly)) if math.isfinite(market.anomaly) else 0.0
-    row[14] = 1.0 if order.marketable else 0.0
+    row[5] = max(-_CLIP_BPS, min(_CLIP_BPS, dev / spread)) if spread > 0 else 0.0
+    row[6] = dev - h.mean_dev if h.n else 0.0
+    row[7] = px_mid
+    row[8] = side * h.side
+    row[9] = dup
+    row[10] = (len(act.last_min) + 1) / (usual + 1)
+    row[11] = (t % DAY_NS) / DAY_NS
+    row[12] = market.vol_z if math.isfinite(market.vol_z) else 0.0
+    row[13] = spread
+    row[14] = min(1.0, max(0.0, market.anomaly)) if math.isfinite(market.anomaly) else 0.0
+    row[15] = 1.0 if order.marketable else 0.0
 
-    # record the order: winsorised EWMAs so one wild order barely moves the habit
-    if h.n == 0:
-        h.mean_lq, h.var_lq, h.mean_dev = lq, 0.25, dev
-    else:
-        x = min(max(lq, h.mean_lq - 4 * sd), h.mean_lq + 4 * sd) if h.n >= 10 else lq
-        d = x - h.mean_lq
-        h.mean_lq += _ALPHA * d
-        h.var_lq = (1 - _ALPHA) * (h.var_lq + _ALPHA * d * d)
-        h.mean_dev += _ALPHA * (max(-1e3, min(1e3, dev)) - h.mean_dev)
-    h.side += _SIDE_ALPHA * (side - h.side) if h.n else side
+    # record the order: running means at first (weight 1/n), then EWMAs; winsorised so that
+    # one wild order (often an error itself) barely moves the habit
+    w = max(1.0 / (h.n + 1), _ALPHA)
+    x = min(max(lq, h.mean_lq - 4 * sd), h.mean_lq + 4 * sd) if h.n >= 10 else lq
+    d = x - h.mean_lq if h.n else 0.0
+    h.mean_lq = h.mean_lq + w * d if h.n else lq
+    h.var_lq = (1 - w) * (h.var_lq + w * d * d) if h.n > 1 else 0.25
+    h.mean_dev += w * (max(-_HABIT_BPS, min(_HABIT_BPS, dev)) - h.mean_dev)
+    h.side += max(1.0 / (h.n + 1), _SIDE_ALPHA) * (side - h.side)
     h.n += 1
     h.recent.append((t, side, qty, price))
     act.total += 1

@@ -121,6 +121,19 @@ def alerts_output(alerts: list[dict]) -> Output:
     return Output("riskAlert", cols)
 
 
+def top_features(res: Any, k: int) -> list[str]:
+    """The k features contributing most to each row's score, comma separated (vectorised when
+    the result carries `contributions` and `features`, as AnomalyResult does)."""
+    contrib = getattr(res, "contributions", None)
+    if contrib is None:
+        return [",".join(names) for names in res.top_features(k)]
+    k = min(k, contrib.shape[1])
+    idx = np.argpartition(-contrib, k - 1, axis=1)[:, :k]                  # the k largest, unordered
+    order = np.argsort(-np.take_along_axis(contrib, idx, axis=1), axis=1)  # ... largest first
+    names = np.asarray(res.features, dtype=object)[np.take_along_axis(idx, order, axis=1)]
+    return [",".join(r) for r in names.tolist()]
+
+
 def as_columns(table: str, data: Any) -> dict[str, Any]:
     """An update's data (dict of columns, DataFrame, list of column vectors or one row of atoms,
     as the tickerplant and its journal carry it) as a dict of columns by schema name."""
@@ -223,8 +236,8 @@ class RiskEngine:
                 res = self.scorer.score(snap.z[ready])
                 score[ready] = res.score
                 error[ready] = res.error
-                for k, names in zip(ready, res.top_features(self.top_k), strict=True):
-                    top[k] = ",".join(names)
+                for k, names in zip(ready, top_features(res, self.top_k), strict=True):
+                    top[k] = names
                 model = self.scorer.version
             except Exception as e:  # noqa: BLE001 - a failing model must fall back, not stop the engine
                 log.exception("scoring failed; static limits in force")
@@ -319,6 +332,31 @@ class RiskEngine:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# ---- hosted in q (q/rte.q, through PyKX) -----------------------------------------------------------
+
+def q_engine(models: str = "models", lateness_s: float = 1.0, limits: str = "") -> RiskEngine:
+    """The engine q/rte.q hosts: same config, model and clock as `pretrade rte`."""
+    scorer, err = load_scorer(models)
+    if scorer is None:
+        log.critical("%s: every instrument on static limits", err)
+    return RiskEngine(load_config(limits or None), scorer, err, lateness_ns=int(lateness_s * 1e9))
+
+
+def q_ingest(engine: RiskEngine, table: Any, data: Any) -> list[list[Any]]:
+    """ingest() for q: (table; columns) pairs that q publishes with .u.upd."""
+    return [[o.table, o.columns] for o in engine.ingest(_s(table), data) if len(o)]
+
+
+def q_restore(engine: RiskEngine, records: Any) -> int:
+    """restore() for q: records are the (table; data) pairs q's -11! replay handed to upd."""
+    return engine.restore(("upd", _s(t), x) for t, x in records)
+
+
+def q_act(engine: RiskEngine, kind: Any, sym: Any, strategy: Any, who: Any, note: Any = "") -> list[list[Any]]:
+    """act() for q: the rows to publish."""
+    return [[o.table, o.columns] for o in engine.act(_s(kind), _s(sym), _s(strategy), _s(who), _s(note))]
 
 
 # ---- the process ---------------------------------------------------------------------------------

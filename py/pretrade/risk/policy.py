@@ -192,22 +192,29 @@ class Policy:
     last: dict[tuple[str, str], Limit] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)
 
-    def _ensure(self, syms: list[str]) -> np.ndarray:
+    def _ensure(self, syms: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Index of each sym in the state arrays, registering new ones; and the positions (in
+        `syms`) of those that were new."""
+        if syms == self.syms:  # the usual case: the same instruments in the same order
+            return np.arange(len(syms)), []
         idx = np.empty(len(syms), dtype=np.int64)
+        new = []
         for k, s in enumerate(syms):
             i = self._index.get(s)
             if i is None:
                 i = self._index[s] = len(self.syms)
                 self.syms.append(s)
-                self.tier = np.append(self.tier, np.int8(0))
-                self.calm_since = np.append(self.calm_since, NO_TIME)
+                new.append(k)
             idx[k] = i
-        return idx
+        if new:
+            self.tier = np.concatenate([self.tier, np.zeros(len(new), np.int8)])
+            self.calm_since = np.concatenate([self.calm_since, np.full(len(new), NO_TIME)])
+        return idx, new
 
     def cycle(self, now: int, scores: Scores) -> tuple[list[Limit], list[dict]]:
         """Apply one cycle of scores at event time `now` (ns): changed limit rows and alerts."""
         cfg = self.config.policy
-        idx = self._ensure(scores.syms)
+        idx, fresh = self._ensure(scores.syms)
         old = self.tier[idx]
         if self.controls.model_active:
             new, calm = step_tiers(old, self.calm_since[idx], scores.score, scores.score_time, now, cfg)
@@ -232,18 +239,10 @@ class Policy:
                                           f"tier {TIERS[old[k]]} -> {TIERS[new[k]]}: score "
                                           f"{scores.score[k]:.3f} ({scores.model}), top {scores.top[k]}"))
         rows = []
-        for k in range(len(idx)) if not self.last else self._dirty(scores.syms, changed):
+        for k in sorted(set(changed.tolist()) | set(fresh)):  # tier changed, or never published
             rows += self._limits_for(now, scores.syms[k], int(new[k]), float(scores.score[k]),
                                      scores.top[k], scores.model, "cycle")
         return rows, alerts
-
-    def _dirty(self, syms: list[str], changed: np.ndarray) -> list[int]:
-        """Instruments whose rows may differ: tier changed, or never published."""
-        out = set(changed.tolist())
-        for k, s in enumerate(syms):
-            if (s, ALL) not in self.last:
-                out.add(k)
-        return sorted(out)
 
     def _limits_for(self, now: int, sym: str, tier: int, score: float, top: str, model: str,
                     why: str) -> list[Limit]:
@@ -328,7 +327,7 @@ class Policy:
             self.last[(lim.sym, lim.strategy)] = lim
         breakers = set()
         for (sym, strategy), lim in self.last.items():
-            i = self._ensure([sym])[0]
+            i = self._ensure([sym])[0][0]
             if strategy == ALL and lim.tier in TIERS:
                 self.tier[i] = TIERS.index(lim.tier)
             if lim.halt == "breaker":

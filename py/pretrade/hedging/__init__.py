@@ -1,0 +1,1 @@
+"""Option hedging: the environment, the published baselines, the deep-hedging agent and its evaluation."""
