@@ -51,7 +51,12 @@ def main() -> int:
     import onnxruntime as ort
 
     from pretrade.market.simulator import simulate
-    from pretrade.models.fatfinger import SIM_PARAMS, FatFingerModel, market_at_orders, orders_from_frame
+    from pretrade.models.fatfinger import (
+        SIM_PARAMS,
+        FatFingerModel,
+        market_at_orders,
+        orders_from_frame,
+    )
     from pretrade.models.order_features import N_FEATURES, Market, TraderHistory, order_features
 
     model = FatFingerModel(args.model)

@@ -33,8 +33,10 @@ def bench_batch(frames: dict[str, pd.DataFrame]) -> None:
     df = compute_features(frames)
     dt = time.perf_counter() - t
     steps = df["time"].nunique()
-    print(f"batch: {ticks:,} ticks, {steps:,} grid steps x {df['sym'].nunique()} instruments "
-          f"= {len(df):,} feature rows in {dt:.2f} s ({ticks / dt / 1e6:.2f} M ticks/s)")
+    print(
+        f"batch: {ticks:,} ticks, {steps:,} grid steps x {df['sym'].nunique()} instruments "
+        f"= {len(df):,} feature rows in {dt:.2f} s ({ticks / dt / 1e6:.2f} M ticks/s)"
+    )
 
 
 def bench_live_same_day(frames: dict[str, pd.DataFrame], seconds: int) -> None:
@@ -49,8 +51,10 @@ def bench_live_same_day(frames: dict[str, pd.DataFrame], seconds: int) -> None:
     for g in grid:
         eng.snapshot(int(g))
     dt = time.perf_counter() - t
-    print(f"live API, 10 instruments, {len(grid):,} snapshots one by one: {dt:.2f} s "
-          f"({dt / len(grid) * 1e6:.0f} us per snapshot)")
+    print(
+        f"live API, 10 instruments, {len(grid):,} snapshots one by one: {dt:.2f} s "
+        f"({dt / len(grid) * 1e6:.0f} us per snapshot)"
+    )
 
 
 def _first(frames, seconds):
@@ -90,24 +94,34 @@ def bench_live_1000(frames: dict[str, pd.DataFrame], seconds: int, copies: int =
             rows.append(n)
     upd_a, snap_a = np.array(upd) * 1e3, np.array(snap) * 1e3
     tot = upd_a + snap_a
-    print(f"live, {len(eng.syms):,} instruments, {len(tot):,} cycles of 100 ms "
-          f"({np.mean(rows):,.0f} ticks per cycle on average):")
+    print(
+        f"live, {len(eng.syms):,} instruments, {len(tot):,} cycles of 100 ms "
+        f"({np.mean(rows):,.0f} ticks per cycle on average):"
+    )
     for label, a in (("update (all tables)", upd_a), ("snapshot", snap_a), ("whole cycle", tot)):
-        print(f"  {label:20} p50 {np.percentile(a, 50):6.2f} ms  p99 {np.percentile(a, 99):6.2f} ms  "
-              f"max {a.max():6.2f} ms")
+        print(
+            f"  {label:20} p50 {np.percentile(a, 50):6.2f} ms  p99 {np.percentile(a, 99):6.2f} ms  "
+            f"max {a.max():6.2f} ms"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", default="6.5h", help="simulated day's length (default 6.5h)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--live-seconds", type=int, default=180,
-                    help="market seconds replayed through the 1,000-instrument live bench")
+    ap.add_argument(
+        "--live-seconds",
+        type=int,
+        default=180,
+        help="market seconds replayed through the 1,000-instrument live bench",
+    )
     args = ap.parse_args()
     t = time.perf_counter()
     sim = simulate("normal", seed=args.seed, duration=args.duration)
-    print(f"simulated {args.duration} for {len(sim['quote']['sym'].unique())} instruments "
-          f"in {time.perf_counter() - t:.1f} s (not part of the figures below)")
+    print(
+        f"simulated {args.duration} for {len(sim['quote']['sym'].unique())} instruments "
+        f"in {time.perf_counter() - t:.1f} s (not part of the figures below)"
+    )
     bench_batch(sim.frames)
     bench_live_same_day(sim.frames, min(parse_duration(args.duration), 1800))
     bench_live_1000(sim.frames, args.live_seconds)

@@ -41,18 +41,28 @@ def main() -> None:
         import torch
 
         from pretrade.models.vae import VAE, VaeConfig, errors
+
         torch.set_num_threads(1)
-        tmodel = VAE(len(scorer.features), VaeConfig(**{k: tuple(v) if k == "hidden" else v
-                                                        for k, v in scorer.card["model"].items()
-                                                        if k in VaeConfig.__dataclass_fields__}))
+        tmodel = VAE(
+            len(scorer.features),
+            VaeConfig(
+                **{
+                    k: tuple(v) if k == "hidden" else v
+                    for k, v in scorer.card["model"].items()
+                    if k in VaeConfig.__dataclass_fields__
+                }
+            ),
+        )
         tmodel.eval()
     except ImportError:
         tmodel = None
     for n in (1, 100, 1000):
         z = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
         t = _times(lambda z=z: scorer.score(z), args.reps)
-        line = (f"onnxruntime, {n:5d} instruments: p50 {np.percentile(t, 50):.3f} ms  "
-                f"p99 {np.percentile(t, 99):.3f} ms")
+        line = (
+            f"onnxruntime, {n:5d} instruments: p50 {np.percentile(t, 50):.3f} ms  "
+            f"p99 {np.percentile(t, 99):.3f} ms"
+        )
         if tmodel is not None:
             zz = z[:, scorer.columns]
             tt = _times(lambda zz=zz: errors(tmodel, zz), args.reps)

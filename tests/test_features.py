@@ -14,8 +14,16 @@ STEP = FAST.step_ns
 T0 = int(np.datetime64("2026-11-20 14:30:00", "ns").astype(np.int64))
 
 
-def synth_ticks(seed=0, syms=("AAA", "BBB", "CCC"), seconds=600, start="2026-11-20 14:30:00",
-                price=100.0, tick=0.01, size_mult=1, news=True):
+def synth_ticks(
+    seed=0,
+    syms=("AAA", "BBB", "CCC"),
+    seconds=600,
+    start="2026-11-20 14:30:00",
+    price=100.0,
+    tick=0.01,
+    size_mult=1,
+    news=True,
+):
     """Random but plausible ticks of every table the features read, in the schema's columns."""
     rng = np.random.default_rng(seed)
     t0 = np.datetime64(start, "ns").astype(np.int64)
@@ -29,6 +37,7 @@ def synth_ticks(seed=0, syms=("AAA", "BBB", "CCC"), seconds=600, start="2026-11-
 
         def mid_at(t, path=path_ticks):
             return path[np.minimum((t - t0) // 100_000_000, len(path) - 1)]
+
         nq = rng.poisson(seconds * 20)
         qt = np.sort(t0 + rng.integers(0, ns, nq))
         m = mid_at(qt)
@@ -37,7 +46,18 @@ def synth_ticks(seed=0, syms=("AAA", "BBB", "CCC"), seconds=600, start="2026-11-
         ask = (m + 1) * tick
         bsz = rng.integers(1, 50, nq) * 100 * size_mult
         asz = rng.integers(1, 50, nq) * 100 * size_mult
-        out["quote"].append(pd.DataFrame({"time": qt.astype("datetime64[ns]"), "sym": s, "bid": bid, "ask": ask, "bsize": bsz, "asize": asz}))
+        out["quote"].append(
+            pd.DataFrame(
+                {
+                    "time": qt.astype("datetime64[ns]"),
+                    "sym": s,
+                    "bid": bid,
+                    "ask": ask,
+                    "bsize": bsz,
+                    "asize": asz,
+                }
+            )
+        )
         # book snapshots consistent with the quote in force
         bt = np.sort(t0 + rng.integers(0, ns, seconds * 5))
         k = np.searchsorted(qt, bt, side="right") - 1
@@ -46,30 +66,71 @@ def synth_ticks(seed=0, syms=("AAA", "BBB", "CCC"), seconds=600, start="2026-11-
         for lv in range(1, BOOK_LEVELS + 1):
             cols[f"bid{lv}"] = bid[k] - (lv - 1) * tick
         for lv in range(1, BOOK_LEVELS + 1):
-            cols[f"bsize{lv}"] = bsz[k] if lv == 1 else rng.integers(1, 80, len(bt)) * 100 * size_mult
+            cols[f"bsize{lv}"] = (
+                bsz[k] if lv == 1 else rng.integers(1, 80, len(bt)) * 100 * size_mult
+            )
         for lv in range(1, BOOK_LEVELS + 1):
             cols[f"ask{lv}"] = ask[k] + (lv - 1) * tick
         for lv in range(1, BOOK_LEVELS + 1):
-            cols[f"asize{lv}"] = asz[k] if lv == 1 else rng.integers(1, 80, len(bt)) * 100 * size_mult
+            cols[f"asize{lv}"] = (
+                asz[k] if lv == 1 else rng.integers(1, 80, len(bt)) * 100 * size_mult
+            )
         out["book"].append(pd.DataFrame(cols))
         nt = rng.poisson(seconds * 4)
         tt = np.sort(t0 + rng.integers(0, ns, nt))
         side = np.where(rng.random(nt) < 0.5, "buy", "sell")
         size = (rng.integers(1, 10, nt) * 100 * np.where(rng.random(nt) < 0.02, 20, 1)) * size_mult
-        out["trade"].append(pd.DataFrame({"time": tt.astype("datetime64[ns]"), "sym": s, "price": mid_at(tt) * tick, "size": size, "side": side}))
+        out["trade"].append(
+            pd.DataFrame(
+                {
+                    "time": tt.astype("datetime64[ns]"),
+                    "sym": s,
+                    "price": mid_at(tt) * tick,
+                    "size": size,
+                    "side": side,
+                }
+            )
+        )
         nl = rng.poisson(seconds * 30)
         lt = np.sort(t0 + rng.integers(0, ns, nl))
         ev = rng.choice(["add", "modify", "delete", "trade"], nl, p=[0.45, 0.1, 0.4, 0.05])
-        out["l3"].append(pd.DataFrame({"time": lt.astype("datetime64[ns]"), "sym": s, "event": ev, "orderid": np.arange(nl), "side": "buy", "price": mid_at(lt) * tick, "size": 100}))
+        out["l3"].append(
+            pd.DataFrame(
+                {
+                    "time": lt.astype("datetime64[ns]"),
+                    "sym": s,
+                    "event": ev,
+                    "orderid": np.arange(nl),
+                    "side": "buy",
+                    "price": mid_at(lt) * tick,
+                    "size": 100,
+                }
+            )
+        )
         if news:
             nn = max(1, seconds // 120)
             ntm = np.sort(t0 + rng.integers(0, ns, nn))
-            out["news"].append(pd.DataFrame({"time": ntm.astype("datetime64[ns]"), "sym": s, "headline": "x", "sentiment": rng.uniform(-1, 1, nn)}))
-    return {k: pd.concat(v, ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True) for k, v in out.items() if v}
+            out["news"].append(
+                pd.DataFrame(
+                    {
+                        "time": ntm.astype("datetime64[ns]"),
+                        "sym": s,
+                        "headline": "x",
+                        "sentiment": rng.uniform(-1, 1, nn),
+                    }
+                )
+            )
+    return {
+        k: pd.concat(v, ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
+        for k, v in out.items()
+        if v
+    }
 
 
 PRICE_COLS = {
-    "trade": ["price"], "quote": ["bid", "ask"], "l3": ["price"],
+    "trade": ["price"],
+    "quote": ["bid", "ask"],
+    "l3": ["price"],
     "book": [f"{s}{k}" for s in ("bid", "ask") for k in range(1, BOOK_LEVELS + 1)],
 }
 
@@ -91,7 +152,7 @@ def drive_live(tables, config, grid, seed=1, skip=0.2):
             end = np.searchsorted(times[name], g, side="right")
             while cur[name] < end:
                 n = int(rng.integers(1, 300))
-                eng.update(name, df.iloc[cur[name]:cur[name] + n])
+                eng.update(name, df.iloc[cur[name] : cur[name] + n])
                 cur[name] += n
         if 0 < j < len(grid) - 1 and rng.random() < skip:
             continue
@@ -105,8 +166,9 @@ def _compare(a: pd.DataFrame, b: pd.DataFrame, rtol=1e-9, atol=1e-12) -> None:
     assert len(m) == len(a)
     assert (m["ready_a"] == m["ready_b"]).all()
     for name in list(FEATURES) + ["z_" + f for f in FEATURES]:
-        np.testing.assert_allclose(m[name + "_a"], m[name + "_b"], rtol=rtol, atol=atol,
-                                   equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            m[name + "_a"], m[name + "_b"], rtol=rtol, atol=atol, equal_nan=True, err_msg=name
+        )
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +230,7 @@ def test_normalised_features_are_centred_and_scaled_after_warm_up(batch):
 
 # ---- what each feature measures, on hand-built ticks ---------------------------------------------
 
+
 def _quotes(rows):
     return pd.DataFrame(rows, columns=["time", "sym", "bid", "ask", "bsize", "asize"])
 
@@ -226,7 +289,9 @@ def test_liquidity_decay_measures_how_long_depth_takes_to_come_back():
     eng.update("book", _book(_t(6.0), "X", 99.99, 100.01, full, [600] * 5 + [0] * 5))
     eng.update("book", _book(_t(7.5), "X", 99.99, 100.01, full, thin))  # back to 10,000: recovered
     assert _row(eng.snapshot(_t(4.9)), "X", "liquidity_decay") == 0.0
-    assert _row(eng.snapshot(_t(6.5)), "X", "liquidity_decay") == pytest.approx(1.5)  # still waiting
+    assert _row(eng.snapshot(_t(6.5)), "X", "liquidity_decay") == pytest.approx(
+        1.5
+    )  # still waiting
     assert _row(eng.snapshot(_t(8.0)), "X", "liquidity_decay") == pytest.approx(2.5)
     assert _row(eng.snapshot(_t(30.0)), "X", "liquidity_decay") == pytest.approx(2.5)  # held
 
@@ -236,8 +301,20 @@ def test_trade_to_order_ratio_counts_l3_messages_over_ten_seconds():
     eng.update("quote", _quotes([(_t(0.0), "X", 99.99, 100.01, 100, 100)]))
     ev = ["trade"] * 10 + ["add"] * 50 + ["delete"] * 40
     times = [_t(1 + 0.05 * k) for k in range(len(ev))]
-    eng.update("l3", pd.DataFrame({"time": times, "sym": "X", "event": ev, "orderid": 1,
-                                   "side": "buy", "price": 100.0, "size": 1}))
+    eng.update(
+        "l3",
+        pd.DataFrame(
+            {
+                "time": times,
+                "sym": "X",
+                "event": ev,
+                "orderid": 1,
+                "side": "buy",
+                "price": 100.0,
+                "size": 1,
+            }
+        ),
+    )
     assert _row(eng.snapshot(_t(10.0)), "X", "trade_to_order") == pytest.approx(10 / 90)
     assert np.isnan(_row(eng.snapshot(_t(20.0)), "X", "trade_to_order"))  # nothing in the window
 
@@ -247,8 +324,12 @@ def test_vpin_is_one_for_one_sided_flow_and_low_for_balanced_flow():
     eng.update("quote", _quotes([(_t(0.0), s, 99.99, 100.01, 100, 100) for s in ("B", "M")]))
     n = 2000
     eng.update("trade", _trades([(_t(0.01 + k * 0.01), "B", 100.0, 10, "buy") for k in range(n)]))
-    eng.update("trade", _trades([(_t(0.01 + k * 0.01), "M", 100.0, 10, "buy" if k % 2 else "sell")
-                                 for k in range(n)]))
+    eng.update(
+        "trade",
+        _trades(
+            [(_t(0.01 + k * 0.01), "M", 100.0, 10, "buy" if k % 2 else "sell") for k in range(n)]
+        ),
+    )
     snap = eng.snapshot(_t(30.0))
     assert _row(snap, "B", "vpin") == pytest.approx(1.0)
     assert _row(snap, "M", "vpin") < 0.05
@@ -276,8 +357,17 @@ def test_cross_correlation_of_instruments_moving_together_and_apart():
 def test_news_sentiment_decays_with_a_half_life_and_market_wide_news_reaches_everyone():
     eng = FeatureEngine(FAST)
     eng.update("quote", _quotes([(_t(0.0), s, 99.99, 100.01, 100, 100) for s in ("A", "B")]))
-    eng.update("news", pd.DataFrame({"time": [_t(0.05), _t(0.06)], "sym": ["A", "*"],
-                                     "headline": ["a", "all"], "sentiment": [0.8, -0.2]}))
+    eng.update(
+        "news",
+        pd.DataFrame(
+            {
+                "time": [_t(0.05), _t(0.06)],
+                "sym": ["A", "*"],
+                "headline": ["a", "all"],
+                "sentiment": [0.8, -0.2],
+            }
+        ),
+    )
     snap = eng.snapshot(_t(0.1))
     assert _row(snap, "A", "news_sentiment") == pytest.approx(0.6, rel=2e-3)
     assert _row(snap, "B", "news_sentiment") == pytest.approx(-0.2, rel=2e-3)
@@ -287,8 +377,12 @@ def test_news_sentiment_decays_with_a_half_life_and_market_wide_news_reaches_eve
 def test_realized_volatility_from_mid_returns():
     eng = FeatureEngine(FAST)
     mids = 100 * np.exp(np.cumsum(np.tile([0.001, -0.001], 300)))
-    eng.update("quote", _quotes([(_t(0.05 + 0.1 * k), "X", m - 0.005, m + 0.005, 100, 100)
-                                 for k, m in enumerate(mids)]))
+    eng.update(
+        "quote",
+        _quotes(
+            [(_t(0.05 + 0.1 * k), "X", m - 0.005, m + 0.005, 100, 100) for k, m in enumerate(mids)]
+        ),
+    )
     eng.snapshot(_t(0.1))  # the first snapshot starts the grid
     snap = eng.snapshot(_t(60.0))
     assert _row(snap, "X", "rv_1m") == pytest.approx(0.001 * np.sqrt(599), rel=1e-6)
@@ -298,9 +392,16 @@ def test_realized_volatility_from_mid_returns():
 
 def test_bad_ticks_are_counted_and_skipped_and_the_engine_keeps_going():
     eng = FeatureEngine(FAST)
-    eng.update("quote", _quotes([(_t(0.01), "X", 100.02, 100.00, 100, 100),   # crossed
-                                 (_t(0.02), "X", float("nan"), 100.0, 100, 100),
-                                 (_t(0.03), "X", 99.99, 100.01, 100, 100)]))
+    eng.update(
+        "quote",
+        _quotes(
+            [
+                (_t(0.01), "X", 100.02, 100.00, 100, 100),  # crossed
+                (_t(0.02), "X", float("nan"), 100.0, 100, 100),
+                (_t(0.03), "X", 99.99, 100.01, 100, 100),
+            ]
+        ),
+    )
     eng.update("trade", _trades([(_t(0.04), "X", 100.0, 0, "buy")]))
     with pytest.raises(ValueError, match="missing column 'ask'"):
         eng.update("quote", pd.DataFrame({"time": [_t(0.05)], "sym": ["X"], "bid": [1.0]}))
@@ -324,10 +425,27 @@ def test_late_ticks_are_kept_for_the_next_step():
 
 def test_columns_as_plain_lists_as_from_ipc():
     eng = FeatureEngine(FAST)
-    eng.update("quote", {"time": [_t(0.01)], "sym": ["X"], "bid": [99.99], "ask": [100.01],
-                         "bsize": [1], "asize": [3]})
-    eng.update("trade", {"time": [T0 + 20_000_000], "sym": [b"X"], "price": [100.0], "size": [5],
-                         "side": [b"sell"]})
+    eng.update(
+        "quote",
+        {
+            "time": [_t(0.01)],
+            "sym": ["X"],
+            "bid": [99.99],
+            "ask": [100.01],
+            "bsize": [1],
+            "asize": [3],
+        },
+    )
+    eng.update(
+        "trade",
+        {
+            "time": [T0 + 20_000_000],
+            "sym": [b"X"],
+            "price": [100.0],
+            "size": [5],
+            "side": [b"sell"],
+        },
+    )
     snap = eng.snapshot(T0 + STEP)
     assert _row(snap, "X", "imbalance_top") == pytest.approx(-0.5)
     assert _row(snap, "X", "volume_1m") == 5
@@ -335,8 +453,15 @@ def test_columns_as_plain_lists_as_from_ipc():
 
 def test_a_one_sided_book_shows_as_missing_depth_while_mid_and_spread_stay_defined():
     eng = FeatureEngine(FAST)
-    eng.update("quote", _quotes([(_t(0.01), "X", 99.99, 100.01, 100, 100),
-                                 (_t(0.02), "X", float("nan"), 100.02, 0, 300)]))
+    eng.update(
+        "quote",
+        _quotes(
+            [
+                (_t(0.01), "X", 99.99, 100.01, 100, 100),
+                (_t(0.02), "X", float("nan"), 100.02, 0, 300),
+            ]
+        ),
+    )
     snap = eng.snapshot(_t(0.1))
     assert _row(snap, "X", "imbalance_top") == -1.0
     assert _row(snap, "X", "depth_top") == 300

@@ -43,9 +43,13 @@ def test_instruments_of_every_scale_look_alike_in_normal_times(normal_days):
         assert alarm < 0.1, (sym, alarm)  # not in permanent alarm
 
 
-def test_same_market_at_100x_price_and_another_tick_size_gives_the_same_feature_distribution(normal_days):
+def test_same_market_at_100x_price_and_another_tick_size_gives_the_same_feature_distribution(
+    normal_days,
+):
     a, b = normal_days["ESZ6"][Z], normal_days["ESX100"][Z]
-    assert np.allclose(a.median(), b.median(), atol=0.75), (a.median() - b.median()).round(2).to_dict()
+    assert np.allclose(a.median(), b.median(), atol=0.75), (
+        (a.median() - b.median()).round(2).to_dict()
+    )
     # A different relative tick changes the shape of tick-bound features (a spread of 1 tick
     # nearly always vs 1-3 ticks), so the tails are only required to stay below alarm (|z| 4) in
     # both; volatility clusters, so a 25-minute run can sit in a high-vol spell.
@@ -55,12 +59,14 @@ def test_same_market_at_100x_price_and_another_tick_size_gives_the_same_feature_
 
 
 def test_a_flash_crash_shows_in_the_features_before_the_bottom():
-    res = simulate("flash-crash", seed=2, duration=1500, syms=["ESZ6", "ACME"], at=900.0, sym="ESZ6")
+    res = simulate(
+        "flash-crash", seed=2, duration=1500, syms=["ESZ6", "ACME"], at=900.0, sym="ESZ6"
+    )
     stress = res.labels["stress"].iloc[0]
     df = compute_features(res.frames)
     es = df[df["ready"] & (df["sym"] == "ESZ6")].set_index("time")
     before = es.loc[: stress["start"] - pd.Timedelta(seconds=1), Z]
-    crash = es.loc[stress["start"]: stress["bottom_time"], Z]
+    crash = es.loc[stress["start"] : stress["bottom_time"], Z]
     assert crash["z_ret_1m"].min() < -3
     assert crash["z_book_pressure"].min() < -2
     assert crash.abs().max(axis=1).mean() > before.abs().max(axis=1).mean() + 1

@@ -189,3 +189,9 @@ def test_q_host_helpers_drive_the_same_engine(frames):
     back = engine()
     q_restore(back, [(t, cols) for t, cols in pairs + acted])
     assert back.policy.seq == e.policy.seq and back.policy.controls.killed("ESZ6", "mm")
+
+
+def test_features_table_has_the_feature_engines_columns():
+    from pretrade.features.spec import FEATURES
+
+    assert tuple(table("features").names[3:]) == FEATURES

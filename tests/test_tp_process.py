@@ -23,6 +23,7 @@ from aiokdb.extras import ktnf, ktni, ktns
 from conftest import free_port
 from pretrade.ipc import codec
 from pretrade.ipc.client import QClient
+from pretrade.schema import TABLES
 from pretrade.tick import journal as jn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_rq_expression_and_journal_replay(start_tp):
     for i in range(3):
         pub.query(".u.upd", "trade", ["ES", 100.0 + i, i, "buy"])
     subs, (count, logfile) = pub.query("(.u.sub[`;`];`.u `i`L)")
-    assert [t for t, _ in subs] == ["trade", "quote", "book", "l3", "news", "order", "execution"]
+    assert [t for t, _ in subs] == list(TABLES)
     assert list(subs[0][1].columns) == ["time", "sym", "price", "size", "side"]
     assert count == 3 and logfile.startswith(":/")
     assert logfile.endswith(f"sym{dt.datetime.now(dt.UTC).date():%Y.%m.%d}")

@@ -47,8 +47,10 @@ def artifact(trained, tmp_path_factory):
     model, cal = trained
     path = tmp_path_factory.mktemp("models") / "vae.onnx"
     export_onnx(model, D, str(path))
-    write_card(path, {"kind": KIND, "version": "test", "features": list(FEATURES),
-                      "calibration": cal.as_dict()})
+    write_card(
+        path,
+        {"kind": KIND, "version": "test", "features": list(FEATURES), "calibration": cal.as_dict()},
+    )
     return path
 
 
@@ -82,8 +84,11 @@ def test_calibrated_score_is_monotonic_with_tiers_at_the_calibrated_quantiles():
     grid = np.geomspace(1e-3, 1e4, 500)
     s = cal.score(grid)
     assert np.all(np.diff(s) > 0) and s.min() >= 0 and s.max() < 1
-    assert tier_codes(cal.score(np.array([cal.median, cal.elevated * 1.001, cal.high * 1.001,
-                                          cal.critical * 1.001]))).tolist() == [0, 1, 2, 3]
+    assert tier_codes(
+        cal.score(
+            np.array([cal.median, cal.elevated * 1.001, cal.high * 1.001, cal.critical * 1.001])
+        )
+    ).tolist() == [0, 1, 2, 3]
     assert np.mean(tier_codes(cal.score(e)) >= 1) == pytest.approx(0.001, abs=0.0002)
     assert np.mean(tier_codes(cal.score(e)) >= 2) == pytest.approx(0.00001, abs=0.00001)
     assert not np.any(tier_codes(cal.score(e)) == 3)  # Critical: beyond every normal error
@@ -102,12 +107,17 @@ def test_onnx_and_torch_agree_batched_over_instruments(trained, artifact):
 
 def test_a_subset_model_takes_the_engines_full_feature_rows(trained, tmp_path):
     feats = [f for f in FEATURES if f != "vpin"]
-    model = train_vae(normal_rows(2_000, 1)[:, [FEATURES.index(f) for f in feats]],
-                      VaeConfig(epochs=1), seed=0, progress=False)
+    model = train_vae(
+        normal_rows(2_000, 1)[:, [FEATURES.index(f) for f in feats]],
+        VaeConfig(epochs=1),
+        seed=0,
+        progress=False,
+    )
     path = tmp_path / "sub.onnx"
     export_onnx(model, len(feats), str(path))
-    write_card(path, {"kind": KIND, "version": "t", "features": feats,
-                      "calibration": trained[1].as_dict()})
+    write_card(
+        path, {"kind": KIND, "version": "t", "features": feats, "calibration": trained[1].as_dict()}
+    )
     scorer = AnomalyScorer(path)
     full = normal_rows(10, 3)
     np.testing.assert_allclose(scorer.errors(full), scorer.errors(full[:, scorer.columns]))
@@ -151,8 +161,12 @@ def test_the_registry_refuses_a_model_that_does_not_match_its_card(artifact, tmp
 # ---- the committed model on simulated markets ----------------------------------------------------
 
 COMMITTED = "models/vae.onnx"
-PRICE_COLS = {"trade": ["price"], "quote": ["bid", "ask"], "l3": ["price"],
-              "book": [f"{s}{k}" for s in ("bid", "ask") for k in range(1, 11)]}
+PRICE_COLS = {
+    "trade": ["price"],
+    "quote": ["bid", "ask"],
+    "l3": ["price"],
+    "book": [f"{s}{k}" for s in ("bid", "ask") for k in range(1, 11)],
+}
 
 
 def _tiers(scorer, frames, sym):
@@ -176,7 +190,9 @@ def test_the_same_crash_at_100x_price_gives_the_same_tiers():
     from pretrade.market.simulator import simulate
 
     scorer = AnomalyScorer(COMMITTED)
-    res = simulate("flash-crash", seed=21, duration=1200, syms=["ESZ6", "ACME"], at=800.0, sym="ESZ6")
+    res = simulate(
+        "flash-crash", seed=21, duration=1200, syms=["ESZ6", "ACME"], at=800.0, sym="ESZ6"
+    )
     scaled = {}
     for name, df in res.frames.items():
         df = df.copy()

@@ -97,7 +97,7 @@ _ORDER_FLOW = (
 # The risk engine's features (pretrade.features.spec.FEATURES, in order; a test keeps them equal:
 # importing the spec here would be circular).
 _FEATURES = ("rv_1m micro_vol spread_bps imbalance_top imbalance_depth book_pressure trade_to_order "
-             "liquidity_decay volume_1m depth_top ret_1m cross_corr news_sentiment vpin").split()
+             "liquidity_decay volume_1m depth_top ret_1m cross_corr news_sentiment vpin")
 
 _BOOK = " ".join(
     [f"bid{i}:f" for i in range(1, BOOK_LEVELS + 1)]
@@ -123,7 +123,7 @@ TABLES: dict[str, Table] = {
               "The firm's own order events (new, ack, cancel, replace, reject, ...)."),
         Table("execution", _cols(_TIME_SYM + "execid:s " + _ORDER_FLOW),
               "Fills and other execution reports on the firm's own orders."),
-        Table("features", _cols(_TIME_SYM + "ready:b " + " ".join(f"{f}:f" for f in _FEATURES)),
+        Table("features", _cols(_TIME_SYM + "ready:b " + " ".join(f"{f}:f" for f in _FEATURES.split())),
               "Microstructure features of each instrument on the risk engine's 100 ms grid."),
         Table("riskScore", _cols(_TIME_SYM + "score:f error:f tier:s top:C model:s stale:b"),
               "Anomaly score per instrument and cycle: score in [0, 1], tier, top contributing features."),

@@ -8,5 +8,12 @@ from pretrade.features.batch import compute_features, grid_for
 from pretrade.features.engine import FeatureEngine, FeatureSnapshot
 from pretrade.features.spec import FEATURE_DOCS, FEATURES, FeatureConfig
 
-__all__ = ["FEATURES", "FEATURE_DOCS", "FeatureConfig", "FeatureEngine", "FeatureSnapshot",
-           "compute_features", "grid_for"]
+__all__ = [
+    "FEATURES",
+    "FEATURE_DOCS",
+    "FeatureConfig",
+    "FeatureEngine",
+    "FeatureSnapshot",
+    "compute_features",
+    "grid_for",
+]

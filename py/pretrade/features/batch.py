@@ -37,8 +37,12 @@ def grid_for(tables: Mapping[str, Any], step_ns: int) -> np.ndarray:
     return np.arange(first, last + 1, step_ns, dtype=np.int64)
 
 
-def compute_features(tables: Mapping[str, Any], config: FeatureConfig | None = None,
-                     grid: np.ndarray | None = None, block_steps: int = 6_000):
+def compute_features(
+    tables: Mapping[str, Any],
+    config: FeatureConfig | None = None,
+    grid: np.ndarray | None = None,
+    block_steps: int = 6_000,
+):
     """Features of every instrument at every grid step, as a long DataFrame.
 
     tables maps table names (trade, quote, book, l3, news; others are ignored) to DataFrames in
@@ -56,17 +60,31 @@ def compute_features(tables: Mapping[str, Any], config: FeatureConfig | None = N
             engine.update(name, rows)
     frames = []
     for start in range(0, len(grid), block_steps):
-        block = grid[start:start + block_steps]
+        block = grid[start : start + block_steps]
         raw, z, ready = engine.run(block)
         n = raw.shape[1]
         keep = ~np.isnan(raw[:, :, _STARTED_MARK])
         tt, ii = np.nonzero(keep)
-        frames.append(_frame(block[tt].astype("datetime64[ns]"), np.asarray(engine.syms[:n], dtype=object)[ii],
-                             raw[tt, ii], z[tt, ii], ready[tt, ii]))
+        frames.append(
+            _frame(
+                block[tt].astype("datetime64[ns]"),
+                np.asarray(engine.syms[:n], dtype=object)[ii],
+                raw[tt, ii],
+                z[tt, ii],
+                ready[tt, ii],
+            )
+        )
     if engine.rejected_ticks:
-        log.info("%d unusable ticks skipped (crossed or empty quotes, trades without price or size, ...)",
-                 engine.rejected_ticks)
+        log.info(
+            "%d unusable ticks skipped (crossed or empty quotes, trades without price or size, ...)",
+            engine.rejected_ticks,
+        )
     if not frames:
-        return _frame(np.array([], dtype="datetime64[ns]"), np.array([], dtype=object),
-                      np.empty((0, N_FEATURES)), np.empty((0, N_FEATURES)), np.array([], dtype=bool))
+        return _frame(
+            np.array([], dtype="datetime64[ns]"),
+            np.array([], dtype=object),
+            np.empty((0, N_FEATURES)),
+            np.empty((0, N_FEATURES)),
+            np.array([], dtype=bool),
+        )
     return pd.concat(frames, ignore_index=True)

@@ -39,9 +39,9 @@ class FeatureSnapshot:
 
     time: np.datetime64
     syms: list[str]
-    raw: np.ndarray     # (n_syms, n_features)
-    z: np.ndarray       # (n_syms, n_features)
-    ready: np.ndarray   # (n_syms,) bool
+    raw: np.ndarray  # (n_syms, n_features)
+    z: np.ndarray  # (n_syms, n_features)
+    ready: np.ndarray  # (n_syms,) bool
 
     def frame(self):
         """The snapshot as a pandas DataFrame: time, sym, ready, raw features, z_ features."""
@@ -85,8 +85,10 @@ def _codes(values: np.ndarray, mapping: Mapping[str, int], default: int) -> np.n
     import pandas as pd
 
     codes, uniques = pd.factorize(np.asarray(values, dtype=object))
-    lookup = np.array([mapping.get(u, default) for u in _text(np.asarray(uniques, dtype=object))] + [default],
-                      dtype=np.int8)
+    lookup = np.array(
+        [mapping.get(u, default) for u in _text(np.asarray(uniques, dtype=object))] + [default],
+        dtype=np.int8,
+    )
     return lookup[codes]  # code -1 (a null) picks the trailing default
 
 
@@ -130,13 +132,20 @@ class FeatureEngine:
         inst = self._instruments(_column(rows, "sym"), market_wide=table_name == "news")
         if table_name == "trade":
             side = _codes(_column(rows, "side"), _SIDE, 0)
-            cols = (t, inst, _column(rows, "price").astype(np.float64),
-                    _column(rows, "size").astype(np.float64), side)
+            cols = (
+                t,
+                inst,
+                _column(rows, "price").astype(np.float64),
+                _column(rows, "size").astype(np.float64),
+                side,
+            )
         elif table_name == "l3":
             ev = _codes(_column(rows, "event"), _L3_EVENT, -1)
             cols = (t, inst, ev)
         elif table_name == "quote":
-            v = np.column_stack([_column(rows, c).astype(np.float64) for c in ("bid", "ask", "bsize", "asize")])
+            v = np.column_stack(
+                [_column(rows, c).astype(np.float64) for c in ("bid", "ask", "bsize", "asize")]
+            )
             cols = (t, inst, v)
         elif table_name == "book":
             v = np.column_stack([_column(rows, c).astype(np.float64) for c in _BOOK_COLS])
@@ -147,8 +156,11 @@ class FeatureEngine:
             late = int(np.count_nonzero(t <= self.last_time))
             if late:
                 self.late_ticks += late
-                log.debug("%d late %s ticks (at or before the last grid time) go into the next step",
-                          late, table_name)
+                log.debug(
+                    "%d late %s ticks (at or before the last grid time) go into the next step",
+                    late,
+                    table_name,
+                )
         self._pending[table_name].append(cols)
         return len(t)
 
@@ -184,18 +196,26 @@ class FeatureEngine:
 
     def snapshot(self, grid_time: Any) -> FeatureSnapshot:
         """Features at grid_time from every tick with time <= grid_time (earlier steps filled in)."""
-        g = int(np.datetime64(grid_time, "ns").view(np.int64)) if not isinstance(grid_time, (int, np.integer)) else int(grid_time)
+        g = (
+            int(np.datetime64(grid_time, "ns").view(np.int64))
+            if not isinstance(grid_time, (int, np.integer))
+            else int(grid_time)
+        )
         if self.last_time is None:
             grid = np.array([g], dtype=np.int64)
         else:
             if g <= self.last_time:
                 raise ValueError(f"grid time {g} is not after the last one {self.last_time}")
-            grid = np.arange(self.last_time + self.config.step_ns, g + 1, self.config.step_ns, dtype=np.int64)
+            grid = np.arange(
+                self.last_time + self.config.step_ns, g + 1, self.config.step_ns, dtype=np.int64
+            )
             if len(grid) == 0 or grid[-1] != g:
                 grid = np.append(grid, g)
         raw, z, ready = self.run(grid)
         n = len(self.syms)
-        return FeatureSnapshot(np.datetime64(g, "ns"), list(self.syms), raw[-1, :n], z[-1, :n], ready[-1, :n])
+        return FeatureSnapshot(
+            np.datetime64(g, "ns"), list(self.syms), raw[-1, :n], z[-1, :n], ready[-1, :n]
+        )
 
     def run(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance over increasing grid times (int64 ns); arrays (len(grid), n_syms, ...) per step."""
@@ -208,9 +228,26 @@ class FeatureEngine:
         ready = np.empty((len(grid), cap), dtype=np.bool_)
         consumed = np.zeros(K.N_TABLES, dtype=np.int64)
         st = self._state
-        K.advance(st["S"], st["I"], st["R"], st["Q"], st["VB"], st["NS"], self._global, self._cfg,
-                  *ticks[0], *ticks[1], *ticks[2], *ticks[3], *ticks[4],
-                  grid, raw, z, ready, consumed)
+        K.advance(
+            st["S"],
+            st["I"],
+            st["R"],
+            st["Q"],
+            st["VB"],
+            st["NS"],
+            self._global,
+            self._cfg,
+            *ticks[0],
+            *ticks[1],
+            *ticks[2],
+            *ticks[3],
+            *ticks[4],
+            grid,
+            raw,
+            z,
+            ready,
+            consumed,
+        )
         for name, cols, used in zip(TABLES, ticks, consumed, strict=True):
             if used < len(cols[0]):  # only possible for ticks after the last grid time
                 self._pending[name].insert(0, tuple(c[used:] for c in cols))
@@ -222,7 +259,11 @@ class FeatureEngine:
         chunks = self._pending[name]
         if not chunks:
             return _EMPTY[name]
-        cols = chunks[0] if len(chunks) == 1 else tuple(np.concatenate(c) for c in zip(*chunks, strict=True))
+        cols = (
+            chunks[0]
+            if len(chunks) == 1
+            else tuple(np.concatenate(c) for c in zip(*chunks, strict=True))
+        )
         t = cols[0]
         if len(t) > 1 and np.any(t[1:] < t[:-1]):
             order = np.argsort(t, kind="stable")
@@ -234,7 +275,13 @@ class FeatureEngine:
 
 
 _EMPTY: Mapping[str, tuple[np.ndarray, ...]] = {
-    "trade": (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, np.int8)),
+    "trade": (
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0),
+        np.empty(0),
+        np.empty(0, np.int8),
+    ),
     "l3": (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8)),
     "quote": (np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 4))),
     "book": (np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 4 * BOOK_LEVELS))),

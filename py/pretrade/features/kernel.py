@@ -23,13 +23,13 @@ L3_ADD, L3_MODIFY, L3_DELETE, L3_TRADE = 0, 1, 2, 3
 
 # Float state per instrument: S[i, k]
 BID, ASK, BSZ, ASZ = 0, 1, 2, 3
-DEPTH_B, DEPTH_A, WB, WA = 4, 5, 6, 7          # top-N depth and 1/level-weighted depth
+DEPTH_B, DEPTH_A, WB, WA = 4, 5, 6, 7  # top-N depth and 1/level-weighted depth
 MID_PREV = 8
-TS_EWMA, TS_N = 9, 10                           # usual trade size and trades seen
+TS_EWMA, TS_N = 9, 10  # usual trade size and trades seen
 EP_ACTIVE, EP_PRE_DEPTH, LD_VALUE = 11, 12, 13  # liquidity-decay episode
 NEWS = 14
-VP_VOL, VP_BUY, VP_SIZE = 15, 16, 17            # the open VPIN bucket
-VR_S, VR_W = 18, 19                             # EWMA of volume per step (sizes the buckets)
+VP_VOL, VP_BUY, VP_SIZE = 15, 16, 17  # the open VPIN bucket
+VR_S, VR_W = 18, 19  # EWMA of volume per step (sizes the buckets)
 ACC_VOL, ACC_L3T, ACC_L3M, ACC_TR, ACC_QU = 20, 21, 22, 23, 24  # this step's counts
 HAS_L3, HAS_BOOK = 25, 26
 C_W, C_X, C_Y, C_XX, C_YY, C_XY = 27, 28, 29, 30, 31, 32  # EWMA moments for cross_corr
@@ -54,8 +54,22 @@ N_NORM = 3
 G_STEP, G_BAD = 0, 1
 N_GLOBAL = 2
 
-F_RV, F_BURST, F_SPREAD, F_IMB, F_IMBD, F_PRESS, F_TOR, F_LD, F_VOL, F_DEPTH, F_RET, F_CORR, \
-    F_NEWS, F_VPIN = range(14)
+(
+    F_RV,
+    F_BURST,
+    F_SPREAD,
+    F_IMB,
+    F_IMBD,
+    F_PRESS,
+    F_TOR,
+    F_LD,
+    F_VOL,
+    F_DEPTH,
+    F_RET,
+    F_CORR,
+    F_NEWS,
+    F_VPIN,
+) = range(14)
 
 _C_STEP = CFG_INDEX["step_ns"]
 _C_W = CFG_INDEX["window_steps"]
@@ -108,7 +122,10 @@ def _start(S, IS, i):
 
 @njit(cache=True)
 def _check_recovery(S, IS, i, t, cfg):
-    if S[i, EP_ACTIVE] > 0.0 and S[i, DEPTH_B] + S[i, DEPTH_A] >= cfg[_C_RFRAC] * S[i, EP_PRE_DEPTH]:
+    if (
+        S[i, EP_ACTIVE] > 0.0
+        and S[i, DEPTH_B] + S[i, DEPTH_A] >= cfg[_C_RFRAC] * S[i, EP_PRE_DEPTH]
+    ):
         S[i, LD_VALUE] = (t - IS[i, EP_T0]) / 1e9
         S[i, EP_ACTIVE] = 0.0
 
@@ -152,8 +169,12 @@ def _apply_trade(S, IS, VB, i, t, price, size, side, cfg):
     _start(S, IS, i)
     S[i, ACC_VOL] += size
     S[i, ACC_TR] += 1.0
-    if (S[i, TS_N] >= cfg[_C_MINTR] and S[i, EP_ACTIVE] == 0.0
-            and size > cfg[_C_LARGE] * S[i, TS_EWMA] and S[i, DEPTH_B] + S[i, DEPTH_A] > 0.0):
+    if (
+        S[i, TS_N] >= cfg[_C_MINTR]
+        and S[i, EP_ACTIVE] == 0.0
+        and size > cfg[_C_LARGE] * S[i, TS_EWMA]
+        and S[i, DEPTH_B] + S[i, DEPTH_A] > 0.0
+    ):
         S[i, EP_ACTIVE] = 1.0
         S[i, EP_PRE_DEPTH] = S[i, DEPTH_B] + S[i, DEPTH_A]
         IS[i, EP_T0] = t
@@ -424,13 +445,38 @@ def _step(S, IS, R, Q, VB, NS, G, cfg, t, out_raw, out_z, out_ready, row):
 
 
 @njit(cache=True)
-def advance(S, IS, R, Q, VB, NS, G, cfg,
-            tr_t, tr_i, tr_p, tr_q, tr_s,
-            l3_t, l3_i, l3_e,
-            qu_t, qu_i, qu_v,
-            bk_t, bk_i, bk_v,
-            nw_t, nw_i, nw_s,
-            grid, out_raw, out_z, out_ready, consumed):
+def advance(
+    S,
+    IS,
+    R,
+    Q,
+    VB,
+    NS,
+    G,
+    cfg,
+    tr_t,
+    tr_i,
+    tr_p,
+    tr_q,
+    tr_s,
+    l3_t,
+    l3_i,
+    l3_e,
+    qu_t,
+    qu_i,
+    qu_v,
+    bk_t,
+    bk_i,
+    bk_v,
+    nw_t,
+    nw_i,
+    nw_s,
+    grid,
+    out_raw,
+    out_z,
+    out_ready,
+    consumed,
+):
     """Apply ticks with time <= each grid time in time order, then step; one output row per grid time.
 
     consumed[table] returns how many rows of each table were applied (the rest are later ticks).
@@ -458,8 +504,9 @@ def advance(S, IS, R, Q, VB, NS, G, cfg,
             elif best == T_L3:
                 ok = _apply_l3(S, IS, l3_i[j], l3_e[j])
             elif best == T_QUOTE:
-                ok = _apply_quote(S, IS, qu_i[j], qu_t[j], qu_v[j, 0], qu_v[j, 1], qu_v[j, 2],
-                                  qu_v[j, 3], cfg)
+                ok = _apply_quote(
+                    S, IS, qu_i[j], qu_t[j], qu_v[j, 0], qu_v[j, 1], qu_v[j, 2], qu_v[j, 3], cfg
+                )
             elif best == T_BOOK:
                 ok = _apply_book(S, IS, bk_i[j], bk_t[j], bk_v[j], cfg)
             else:

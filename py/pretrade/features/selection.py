@@ -45,9 +45,13 @@ def label_rows(frame, stress) -> np.ndarray:
     return y
 
 
-def simulated_dataset(scenarios: Sequence[str] = ("normal", *STRESS_SCENARIOS),
-                      seeds: Sequence[int] = (11, 12), duration: int = 1800,
-                      syms: Sequence[str] | None = None, every: int = 10) -> LabelledFeatures:
+def simulated_dataset(
+    scenarios: Sequence[str] = ("normal", *STRESS_SCENARIOS),
+    seeds: Sequence[int] = (11, 12),
+    duration: int = 1800,
+    syms: Sequence[str] | None = None,
+    every: int = 10,
+) -> LabelledFeatures:
     """Features of simulated runs, ready rows only, one sample per `every` grid steps."""
     from pretrade.features.batch import compute_features
     from pretrade.market.simulator import simulate
@@ -56,7 +60,9 @@ def simulated_dataset(scenarios: Sequence[str] = ("normal", *STRESS_SCENARIOS),
     for scenario in scenarios:
         for seed in seeds:
             t = time.perf_counter()
-            res = simulate(scenario, seed=seed, duration=duration, syms=list(syms) if syms else None)
+            res = simulate(
+                scenario, seed=seed, duration=duration, syms=list(syms) if syms else None
+            )
             df = compute_features(res.frames)
             df = df[df["ready"]]
             df = df[(df["time"].to_numpy().view(np.int64) // 100_000_000) % every == 0]
@@ -64,8 +70,14 @@ def simulated_dataset(scenarios: Sequence[str] = ("normal", *STRESS_SCENARIOS),
             ys.append(label_rows(df, res.labels["stress"]))
             gs.append(np.full(len(df), len(runs)))
             runs.append(f"{scenario}/{seed}")
-            log.info("%s seed %d: %d rows, %d in stress (%.1f s)", scenario, seed, len(df),
-                     int(ys[-1].sum()), time.perf_counter() - t)
+            log.info(
+                "%s seed %d: %d rows, %d in stress (%.1f s)",
+                scenario,
+                seed,
+                len(df),
+                int(ys[-1].sum()),
+                time.perf_counter() - t,
+            )
     return LabelledFeatures(np.vstack(xs), np.concatenate(ys), np.concatenate(gs), runs)
 
 
@@ -86,19 +98,26 @@ def select(data: LabelledFeatures, seed: int = 0, max_rows: int = 40_000):
     mi = mutual_info_classif(X, y, random_state=seed)
     folds = min(4, len(np.unique(g)))
     model = LogisticRegression(class_weight="balanced", max_iter=2000)
-    rfe = RFECV(model, step=1, min_features_to_select=1, cv=StratifiedGroupKFold(folds),
-                scoring="average_precision")
+    rfe = RFECV(
+        model,
+        step=1,
+        min_features_to_select=1,
+        cv=StratifiedGroupKFold(folds),
+        scoring="average_precision",
+    )
     rfe.fit(X, y, groups=g)
     coef = np.zeros(len(FEATURES))
     coef[rfe.support_] = rfe.estimator_.coef_[0]
-    table = pd.DataFrame({
-        "feature": list(FEATURES),
-        "mutual_information": mi,
-        "rfe_rank": rfe.ranking_,
-        "coefficient": coef,
-        "kept": rfe.support_,
-        "meaning": [FEATURE_DOCS[f] for f in FEATURES],
-    }).sort_values(["rfe_rank", "mutual_information"], ascending=[True, False])
+    table = pd.DataFrame(
+        {
+            "feature": list(FEATURES),
+            "mutual_information": mi,
+            "rfe_rank": rfe.ranking_,
+            "coefficient": coef,
+            "kept": rfe.support_,
+            "meaning": [FEATURE_DOCS[f] for f in FEATURES],
+        }
+    ).sort_values(["rfe_rank", "mutual_information"], ascending=[True, False])
     table.attrs["cv_average_precision"] = float(np.max(rfe.cv_results_["mean_test_score"]))
     table.attrs["rows"] = len(y)
     table.attrs["positives"] = int(y.sum())
@@ -124,15 +143,19 @@ def markdown(table, runs: Sequence[str], command: str) -> str:
         "|---|---:|---:|---:|:---:|---|",
     ]
     for r in table.itertuples():
-        lines.append(f"| {r.feature} | {r.mutual_information:.4f} | {r.rfe_rank} | "
-                     f"{r.coefficient:+.3f} | {'yes' if r.kept else 'no'} | {r.meaning.replace('|', '/')} |")
+        lines.append(
+            f"| {r.feature} | {r.mutual_information:.4f} | {r.rfe_rank} | "
+            f"{r.coefficient:+.3f} | {'yes' if r.kept else 'no'} | {r.meaning.replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pretrade.features.selection",
-                                 description="Score the features against simulated stress labels "
-                                             "(mutual information, RFE) and write a Markdown report.")
+    ap = argparse.ArgumentParser(
+        prog="python -m pretrade.features.selection",
+        description="Score the features against simulated stress labels "
+        "(mutual information, RFE) and write a Markdown report.",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12], help="simulation seeds")
     ap.add_argument("--duration", type=int, default=1800, help="seconds per simulated run")
     ap.add_argument("--scenarios", nargs="+", default=["normal", *STRESS_SCENARIOS])
@@ -141,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     data = simulated_dataset(args.scenarios, args.seeds, args.duration)
     table = select(data)
-    command = ("python -m pretrade.features.selection --seeds " + " ".join(map(str, args.seeds))
-               + f" --duration {args.duration}")
+    command = (
+        "python -m pretrade.features.selection --seeds "
+        + " ".join(map(str, args.seeds))
+        + f" --duration {args.duration}"
+    )
     text = markdown(table, data.runs, command)
     if args.out:
         with open(args.out, "w") as f:

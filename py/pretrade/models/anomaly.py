@@ -36,8 +36,13 @@ class Calibration:
     q_critical: float
 
     @classmethod
-    def fit(cls, total_errors: np.ndarray, q_elevated: float = 0.999, q_high: float = 0.99999,
-            q_critical: float = 1.0) -> Calibration:
+    def fit(
+        cls,
+        total_errors: np.ndarray,
+        q_elevated: float = 0.999,
+        q_high: float = 0.99999,
+        q_critical: float = 1.0,
+    ) -> Calibration:
         """Thresholds at quantiles of held-out normal total errors (strictly increasing).
 
         The defaults put 0.1% of normal 100 ms rows at Elevated or above, 0.001% at High Alert
@@ -80,9 +85,9 @@ class AnomalyResult:
     """Scores of a batch of instruments: total error, score, tier code, and each feature's share
     of the error (rows sum to 1), so an alert can name the features flashing red."""
 
-    error: np.ndarray          # (n,)
-    score: np.ndarray          # (n,)
-    tier: np.ndarray           # (n,) codes into TIERS
+    error: np.ndarray  # (n,)
+    score: np.ndarray  # (n,)
+    tier: np.ndarray  # (n,) codes into TIERS
     contributions: np.ndarray  # (n, d)
     features: list[str]
 
@@ -107,8 +112,9 @@ def result_from_errors(sq: np.ndarray, cal: Calibration, features: list[str]) ->
 class AnomalyScorer:
     """The served VAE: onnxruntime over a batch of instruments, refused if it does not match its card."""
 
-    def __init__(self, path: str | Path, threads: int = 1,
-                 feature_config: FeatureConfig | None = None) -> None:
+    def __init__(
+        self, path: str | Path, threads: int = 1, feature_config: FeatureConfig | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -117,13 +123,19 @@ class AnomalyScorer:
         expected = asdict(feature_config or FeatureConfig())
         trained = card.get("feature_config")
         if trained is not None and trained != expected:
-            diff = sorted(k for k in set(trained) | set(expected) if trained.get(k) != expected.get(k))
-            raise ModelRefused(f"model {self.path} was trained on features computed with other "
-                               f"parameters ({', '.join(diff)}) than this engine's")
+            diff = sorted(
+                k for k in set(trained) | set(expected) if trained.get(k) != expected.get(k)
+            )
+            raise ModelRefused(
+                f"model {self.path} was trained on features computed with other "
+                f"parameters ({', '.join(diff)}) than this engine's"
+            )
         self.features: list[str] = list(card["features"])
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown:
-            raise ModelRefused(f"model {self.path} expects features this engine does not compute: {unknown}")
+            raise ModelRefused(
+                f"model {self.path} expects features this engine does not compute: {unknown}"
+            )
         self.columns = np.array([FEATURES.index(f) for f in self.features])
         try:
             self.calibration = Calibration(**card["calibration"])
@@ -133,13 +145,17 @@ class AnomalyScorer:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelRefused(f"model {self.path} failed to load: {e}") from None
         inp = self.session.get_inputs()[0]
         if inp.shape[-1] != len(self.features):
-            raise ModelRefused(f"model {self.path} takes {inp.shape[-1]} features but its card lists "
-                               f"{len(self.features)}")
+            raise ModelRefused(
+                f"model {self.path} takes {inp.shape[-1]} features but its card lists "
+                f"{len(self.features)}"
+            )
         self.input_name = inp.name
         self.version = str(card["version"])
 
@@ -151,7 +167,9 @@ class AnomalyScorer:
         if z.shape[1] == len(FEATURES) and len(self.features) != len(FEATURES):
             z = z[:, self.columns]
         elif z.shape[1] != len(self.features):
-            raise ValueError(f"expected {len(self.features)} or {len(FEATURES)} features per row, got {z.shape[1]}")
+            raise ValueError(
+                f"expected {len(self.features)} or {len(FEATURES)} features per row, got {z.shape[1]}"
+            )
         z = np.nan_to_num(np.ascontiguousarray(z), nan=0.0)
         return self.session.run(None, {self.input_name: z})[0]
 

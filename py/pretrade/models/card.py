@@ -59,6 +59,8 @@ def read_card(artifact: str | Path, kind: str, required: tuple[str, ...] = ()) -
         raise ModelRefused(f"model card {path} lacks {', '.join(missing)}")
     actual = sha256_file(artifact)
     if actual != card["sha256"]:
-        raise ModelRefused(f"model {artifact} does not match its card: SHA-256 {actual[:12]}... "
-                           f"!= {card['sha256'][:12]}... (artifact changed after training?)")
+        raise ModelRefused(
+            f"model {artifact} does not match its card: SHA-256 {actual[:12]}... "
+            f"!= {card['sha256'][:12]}... (artifact changed after training?)"
+        )
     return card

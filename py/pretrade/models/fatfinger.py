@@ -38,8 +38,10 @@ from pretrade.models.order_features import (
 log = logging.getLogger(__name__)
 
 KIND = "fatfinger"
-GROSS_KINDS = ("extra_zeros", "notional_as_qty")  # always 10x size or more
-PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")  # gross when the price is > 5% off
+# Gross errors: 10x the intended size or more, or a price more than 5% from the mid. Extra zeros
+# are always 10x or 100x; notional typed as quantity multiplies the size by the price (gross from
+# a price of 10 up); decimal shifts and swapped fields are gross when the price is > 5% off.
+PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")
 SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}  # calibration, validation, backtest days
 TRAIN_ERROR_RATE = 0.15  # training days carry more errors: more to learn from per simulated hour
 MODEL_PARAMS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
@@ -128,7 +130,8 @@ def label_orders(orders: pd.DataFrame, errors: pd.DataFrame, market: pd.DataFram
     kind = kinds.to_numpy(dtype=object).astype(str)
     mid = ((market["bid"] + market["ask"]) / 2).to_numpy()
     off = np.abs(orders["price"].to_numpy() / mid - 1)
-    gross = np.isin(kind, GROSS_KINDS) | (np.isin(kind, PRICE_KINDS) & (np.nan_to_num(off, nan=1.0) > 0.05))
+    gross = ((kind == "extra_zeros") | ((kind == "notional_as_qty") & (np.nan_to_num(mid, nan=0.0) >= 10))
+             | (np.isin(kind, PRICE_KINDS) & (np.nan_to_num(off, nan=1.0) > 0.05)))
     return kind, gross
 
 
@@ -279,24 +282,26 @@ def evaluate(p: np.ndarray, flagged: np.ndarray, s: OrderSet) -> dict[str, Any]:
 
 
 def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: tuple[int, ...] = (11, 12, 13),
-                    cal_seed: int = 14, val_seed: int = 15, duration: int = 3600) -> dict[str, Any]:
+                    cal_seeds: tuple[int, ...] = (14, 15), val_seed: int = 16,
+                    duration: int = 3600) -> dict[str, Any]:
     """Train, calibrate, validate and export the fat-finger model; returns its card.
 
-    Trains on `train_seeds` days, calibrates and sets the block threshold on `cal_seed` (a later
-    day never trained on) and reports metrics on `val_seed` (held out from both).
+    Trains on `train_seeds` days, calibrates and sets the block threshold on `cal_seeds` (days
+    never trained on; pooled, so one odd valid order does not set the threshold alone) and
+    reports metrics on `val_seed` (held out from both).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     days = {}
-    for s in (*train_seeds, cal_seed, val_seed):
+    for s in (*train_seeds, *cal_seeds, val_seed):
         rate = TRAIN_ERROR_RATE if s in train_seeds else SIM_PARAMS["error_rate"]
         days[s] = simulated_orders(s, duration, error_rate=rate)
         log.info("fat-finger day seed %d: %d orders, %d errors (%.0f s)", s, len(days[s]),
                  int(days[s].y.sum()), time.perf_counter() - t0)
     tr = OrderSet.concat([days[s] for s in train_seeds])
     clf = fit_classifier(tr.X, tr.y, seed)
-    cal_set, val_set = days[cal_seed], days[val_seed]
+    cal_set, val_set = OrderSet.concat([days[s] for s in cal_seeds]), days[val_seed]
     m_cal = margins(clf, cal_set.X)
     cal = fit_platt(m_cal, cal_set.y)
     m_thr = threshold_for_fpr(m_cal[cal_set.y == 0])
@@ -319,12 +324,12 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
                           "seconds": duration, "orders": len(tr), "errors": int(tr.y.sum()),
                           "sha256": data_hash,
                           "anomaly_input": "feature proxy (anomaly_proxy of z_rv_1m, z_spread_bps); live: the VAE score"},
-        "calibration_data": {"seed": cal_seed, "params": SIM_PARAMS, "orders": len(cal_set), "errors": int(cal_set.y.sum())},
+        "calibration_data": {"seeds": list(cal_seeds), "params": SIM_PARAMS, "orders": len(cal_set), "errors": int(cal_set.y.sum())},
         "calibration": {"method": "platt", **cal},
         "margin_threshold": m_thr,
         "threshold": float(calibrate(np.array([m_thr]), cal)[0]),
         "threshold_rule": f"block when margin >= margin_threshold (probability >= threshold): flags at most "
-                          f"{TARGET_FPR:.2%} of the calibration day's valid orders",
+                          f"{TARGET_FPR:.2%} of the calibration days' valid orders",
         "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS,
                   "monotonic": MONOTONIC},
         "validation": {"seed": val_seed, **{k: v for k, v in metrics.items() if k != "reliability"}},

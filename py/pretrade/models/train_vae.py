@@ -60,13 +60,21 @@ def validate(score_fn, features, seed: int, duration: int) -> dict:
     out: dict = {}
     df, _ = simulated_features("normal", seed, duration)
     tiers = tier_codes(score_fn(_matrix(df, features)))
-    eps = sum(alert_episodes(g["time"].to_numpy(), tiers[g.index] >= 2) for _, g in df.groupby("sym"))
+    eps = sum(
+        alert_episodes(g["time"].to_numpy(), tiers[g.index] >= 2) for _, g in df.groupby("sym")
+    )
     instrument_days = df["sym"].nunique() * duration / 23_400
-    out["normal"] = {"seed": seed, "seconds": duration, "instruments": int(df["sym"].nunique()),
-                     "high_alert_episodes": int(eps),
-                     "high_alert_episodes_per_instrument_day": eps / instrument_days,
-                     "share_rows_by_tier": np.bincount(tiers, minlength=4).astype(float).tolist()}
-    out["normal"]["share_rows_by_tier"] = [c / len(tiers) for c in out["normal"]["share_rows_by_tier"]]
+    out["normal"] = {
+        "seed": seed,
+        "seconds": duration,
+        "instruments": int(df["sym"].nunique()),
+        "high_alert_episodes": int(eps),
+        "high_alert_episodes_per_instrument_day": eps / instrument_days,
+        "share_rows_by_tier": np.bincount(tiers, minlength=4).astype(float).tolist(),
+    }
+    out["normal"]["share_rows_by_tier"] = [
+        c / len(tiers) for c in out["normal"]["share_rows_by_tier"]
+    ]
     df, labels = simulated_features("flash-crash", seed + 1, 1800, at=1200.0, sym="ESZ6")
     st = labels["stress"].iloc[0]
     es = df[df["sym"] == st["sym"]].reset_index(drop=True)
@@ -76,18 +84,32 @@ def validate(score_fn, features, seed: int, duration: int) -> dict:
     win = (t >= np.datetime64(st["start"])) & (t <= np.datetime64(st["bottom_time"]))
     first = t[win & (tiers >= 2)]
     out["flash_crash"] = {
-        "seed": seed + 1, "sym": st["sym"], "start": str(st["start"]), "bottom": str(st["bottom_time"]),
+        "seed": seed + 1,
+        "sym": st["sym"],
+        "start": str(st["start"]),
+        "bottom": str(st["bottom_time"]),
         "max_tier_before_bottom": int(tiers[win].max()) if win.any() else 0,
         "first_high_alert": str(first[0]) if len(first) else None,
-        "lead_seconds_before_bottom": (float((np.datetime64(st["bottom_time"]) - first[0]) / np.timedelta64(1, "s"))
-                                       if len(first) else None),
+        "lead_seconds_before_bottom": (
+            float((np.datetime64(st["bottom_time"]) - first[0]) / np.timedelta64(1, "s"))
+            if len(first)
+            else None
+        ),
         "max_score_before_bottom": float(score[win].max()) if win.any() else 0.0,
     }
     return out
 
 
-def train(out_dir: str | Path, train_seeds=(101, 102), cal_seed: int = 103, val_seed: int = 104,
-          duration: int = 7200, seed: int = 0, features=MODEL_FEATURES, epochs: int | None = None) -> Path:
+def train(
+    out_dir: str | Path,
+    train_seeds=(101, 102),
+    cal_seed: int = 103,
+    val_seed: int = 104,
+    duration: int = 7200,
+    seed: int = 0,
+    features=MODEL_FEATURES,
+    epochs: int | None = None,
+) -> Path:
     """Train, calibrate, validate, export; returns the ONNX path (its card is beside it)."""
     from pretrade.models.anomaly import KIND, TIER_SCORES, TIERS, Calibration, result_from_errors
     from pretrade.models.card import write_card
@@ -101,7 +123,9 @@ def train(out_dir: str | Path, train_seeds=(101, 102), cal_seed: int = 103, val_
     for s in train_seeds:
         df, _ = simulated_features("normal", s, duration, every=2)
         parts.append(_matrix(df, features))
-        log.info("training data: normal seed %d, %d rows (%.0f s)", s, len(df), time.perf_counter() - t0)
+        log.info(
+            "training data: normal seed %d, %d rows (%.0f s)", s, len(df), time.perf_counter() - t0
+        )
     X = np.vstack(parts)
     data_hash = hashlib.sha256(X.tobytes()).hexdigest()
     cfg = VaeConfig() if epochs is None else VaeConfig(epochs=epochs)
@@ -126,11 +150,21 @@ def train(out_dir: str | Path, train_seeds=(101, 102), cal_seed: int = 103, val_
         "features": features,
         "input": "normalised features z_<name> from pretrade.features, in this order",
         "feature_config": asdict(FeatureConfig()),
-        "training_data": {"scenario": "normal", "seeds": list(train_seeds), "seconds": duration,
-                          "instruments": "all ten of pretrade.market.instruments.UNIVERSE",
-                          "rows": len(X), "every_steps": 2, "sha256": data_hash},
-        "calibration_data": {"scenario": "normal", "seed": cal_seed, "seconds": duration,
-                             "rows": len(cal_err)},
+        "training_data": {
+            "scenario": "normal",
+            "seeds": list(train_seeds),
+            "seconds": duration,
+            "instruments": "all ten of pretrade.market.instruments.UNIVERSE",
+            "rows": len(X),
+            "every_steps": 2,
+            "sha256": data_hash,
+        },
+        "calibration_data": {
+            "scenario": "normal",
+            "seed": cal_seed,
+            "seconds": duration,
+            "rows": len(cal_err),
+        },
         "calibration": cal.as_dict(),
         "tiers": {"names": list(TIERS), "above_score": [0.0, *TIER_SCORES]},
         "model": {"type": "VAE", "seed": seed, **config_dict(cfg)},
@@ -144,24 +178,42 @@ def train(out_dir: str | Path, train_seeds=(101, 102), cal_seed: int = 103, val_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="models", help="folder for vae.onnx and vae.json (default models)")
+    parser.add_argument(
+        "--out", default="models", help="folder for vae.onnx and vae.json (default models)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (weights, batches)")
-    parser.add_argument("--train-seeds", type=int, nargs="+", default=[101, 102],
-                        help="simulation seeds of the normal days trained on")
-    parser.add_argument("--cal-seed", type=int, default=103, help="normal day the thresholds come from")
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[101, 102],
+        help="simulation seeds of the normal days trained on",
+    )
+    parser.add_argument(
+        "--cal-seed", type=int, default=103, help="normal day the thresholds come from"
+    )
     parser.add_argument("--val-seed", type=int, default=104, help="held-out day for validation")
     parser.add_argument("--duration", type=int, default=7200, help="seconds per simulated day")
     parser.add_argument("--epochs", type=int, help="training epochs (default from VaeConfig)")
 
 
 def run(args: argparse.Namespace) -> int:
-    train(args.out, tuple(args.train_seeds), args.cal_seed, args.val_seed, args.duration, args.seed,
-          epochs=args.epochs)
+    train(
+        args.out,
+        tuple(args.train_seeds),
+        args.cal_seed,
+        args.val_seed,
+        args.duration,
+        args.seed,
+        epochs=args.epochs,
+    )
     return 0
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m pretrade.models.train_vae", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m pretrade.models.train_vae", description=__doc__.splitlines()[0]
+    )
     add_arguments(ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     raise SystemExit(run(ap.parse_args()))

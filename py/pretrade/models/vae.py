@@ -25,11 +25,11 @@ class VaeConfig:
 
     hidden: tuple[int, ...] = (32, 16)
     latent: int = 4
-    beta: float = 0.5          # weight of the KL term
+    beta: float = 0.5  # weight of the KL term
     epochs: int = 8
     batch: int = 512
     lr: float = 2e-3
-    input_clip: float = 8.0    # inputs are normalised features, clipped like the engine's z
+    input_clip: float = 8.0  # inputs are normalised features, clipped like the engine's z
 
 
 class VAE(nn.Module):
@@ -79,8 +79,9 @@ class _Errors(nn.Module):
         return self.vae.errors(x)
 
 
-def train_vae(X: np.ndarray, cfg: VaeConfig | None = None, seed: int = 0,
-              progress: bool = True) -> VAE:
+def train_vae(
+    X: np.ndarray, cfg: VaeConfig | None = None, seed: int = 0, progress: bool = True
+) -> VAE:
     """Train on rows of normal behaviour X (n, d), reproducibly for a seed."""
     cfg = cfg or VaeConfig()
     torch.manual_seed(seed)
@@ -95,10 +96,10 @@ def train_vae(X: np.ndarray, cfg: VaeConfig | None = None, seed: int = 0,
         order = torch.from_numpy(rng.permutation(n))
         total = recon_sum = 0.0
         for start in range(0, n, cfg.batch):
-            xb = data[order[start:start + cfg.batch]]
+            xb = data[order[start : start + cfg.batch]]
             recon, mu, logvar = model(xb)
             rec = ((recon - xb) ** 2).sum(dim=1).mean()
-            kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(dim=1)).mean()
+            kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)).mean()
             loss = rec + cfg.beta * kl
             opt.zero_grad()
             loss.backward()
@@ -106,8 +107,13 @@ def train_vae(X: np.ndarray, cfg: VaeConfig | None = None, seed: int = 0,
             total += float(loss.detach()) * len(xb)
             recon_sum += float(rec.detach()) * len(xb)
         if progress:
-            log.info("epoch %d/%d: loss %.4f, reconstruction %.4f per row", epoch + 1, cfg.epochs,
-                     total / n, recon_sum / n)
+            log.info(
+                "epoch %d/%d: loss %.4f, reconstruction %.4f per row",
+                epoch + 1,
+                cfg.epochs,
+                total / n,
+                recon_sum / n,
+            )
     model.eval()
     return model
 
@@ -117,7 +123,7 @@ def errors(model: VAE, X: np.ndarray, batch: int = 65_536) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(X), batch):
-            xb = torch.from_numpy(np.array(X[start:start + batch], dtype=np.float32))
+            xb = torch.from_numpy(np.array(X[start : start + batch], dtype=np.float32))
             out.append(model.errors(xb).numpy())
     return np.concatenate(out) if out else np.empty((0, model.decoder[-1].out_features), np.float32)
 
@@ -126,12 +132,20 @@ def export_onnx(model: VAE, d: int, path: str) -> None:
     """Write the errors graph to ONNX with a dynamic batch dimension (instruments)."""
     model.eval()
     example = torch.zeros(2, d, dtype=torch.float32)
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+    with (
+        warnings.catch_warnings()
+    ):  # the TorchScript exporter is deprecated but needs no onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Errors(model), (example,), path, input_names=["features"],
-                          output_names=["sq_errors"],
-                          dynamic_axes={"features": {0: "n"}, "sq_errors": {0: "n"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Errors(model),
+            (example,),
+            path,
+            input_names=["features"],
+            output_names=["sq_errors"],
+            dynamic_axes={"features": {0: "n"}, "sq_errors": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def config_dict(cfg: VaeConfig) -> dict:
