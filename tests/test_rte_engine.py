@@ -195,3 +195,45 @@ def test_features_table_has_the_feature_engines_columns():
     from pretrade.features.spec import FEATURES
 
     assert tuple(table("features").names[3:]) == FEATURES
+
+
+class Scripted:
+    """A stand-in model whose score follows a script of cycles: high, then calm."""
+
+    version = "scripted-1"
+
+    def __init__(self, high_calls: int, high: float = 0.5) -> None:
+        self.calls, self.high_calls, self.high = 0, high_calls, high
+
+    def score(self, z):
+        self.calls += 1
+        n = len(z)
+        s = np.full(n, self.high if self.calls <= self.high_calls else 0.0)
+
+        class R:
+            score, error = s, s
+
+            @staticmethod
+            def top_features(k):
+                return [["spread_bps"]] * n
+
+        return R()
+
+
+def quotes(syms, t0, seconds, step_ms=100):
+    t = np.arange(t0, t0 + seconds * 1_000_000_000, step_ms * 1_000_000, dtype=np.int64)
+    rows = {"time": np.repeat(t, len(syms)).view("datetime64[ns]"),
+            "sym": np.array(list(syms) * len(t), dtype=object),
+            "bid": np.full(len(t) * len(syms), 99.0), "ask": np.full(len(t) * len(syms), 101.0),
+            "bsize": np.full(len(t) * len(syms), 500), "asize": np.full(len(t) * len(syms), 500)}
+    return rows
+
+
+def test_a_quiet_instruments_stale_score_never_loosens():
+    e = RiskEngine(CFG, Scripted(high_calls=50), feature_config=FAST)
+    t0 = 1_700_000_000 * 1_000_000_000
+    for k in range(110):                           # 20 s both tick (scores high), then only LIVE
+        e.ingest("quote", quotes(["LIVE", "QUIET"] if k < 20 else ["LIVE"], t0 + k * 10**9, 1))
+    tiers = dict(zip(e.policy.syms, e.policy.tier.tolist(), strict=True))
+    assert tiers["LIVE"] < 2                                       # loosened after the dwell
+    assert tiers["QUIET"] == 2                                     # stale: held

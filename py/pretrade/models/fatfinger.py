@@ -44,8 +44,17 @@ KIND = "fatfinger"
 PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")
 SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}  # calibration, validation, backtest days
 TRAIN_ERROR_RATE = 0.15  # training days carry more errors: more to learn from per simulated hour
-MODEL_PARAMS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
-                "l2_regularization": 1.0, "early_stopping": False}
+MODEL_PARAMS = {"max_iter": 1000, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 5,
+                "l2_regularization": 0.0, "early_stopping": False}
+# Trees may combine features only within these groups (size, price, side habit); the context
+# features act alone. Without this the model learns spurious combinations that put some valid
+# orders above clear errors (measured on held-out days: fewer valid orders flagged, higher recall).
+INTERACTIONS: tuple[tuple[str, ...], ...] = (
+    ("qty_vs_trader", "qty_z_trader", "trader_orders", "qty_vs_volume"),
+    ("px_vs_touch_bps", "px_vs_touch_spreads", "px_vs_trader_bps", "px_vs_mid_log", "spread_bps", "marketable"),
+    ("side_vs_trader", "trader_orders"),
+    ("dup_log_seconds",), ("activity_ratio",), ("time_of_day",), ("vol_z",), ("anomaly",),
+)
 TARGET_FPR = 0.0005  # the block threshold is set so that at most this share of valid orders is flagged
 
 
@@ -166,7 +175,9 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, seed: int, threads: int = 1, **
     from threadpoolctl import threadpool_limits
 
     cst = [MONOTONIC.get(f, 0) for f in FEATURES]
-    clf = HistGradientBoostingClassifier(random_state=seed, monotonic_cst=cst, **{**MODEL_PARAMS, **params})
+    groups = [[FEATURES.index(f) for f in g] for g in INTERACTIONS]
+    clf = HistGradientBoostingClassifier(random_state=seed, monotonic_cst=cst, interaction_cst=groups,
+                                         **{**MODEL_PARAMS, **params})
     with threadpool_limits(limits=threads, user_api="openmp"):  # OpenMP spinning stalls on a busy host
         return clf.fit(X.astype(np.float32), y)
 
@@ -331,7 +342,7 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models", train_seeds: 
         "threshold_rule": f"block when margin >= margin_threshold (probability >= threshold): flags at most "
                           f"{TARGET_FPR:.2%} of the calibration days' valid orders",
         "model": {"type": "HistGradientBoostingClassifier", "seed": seed, **MODEL_PARAMS,
-                  "monotonic": MONOTONIC},
+                  "monotonic": MONOTONIC, "interactions": INTERACTIONS},
         "validation": {"seed": val_seed, **{k: v for k, v in metrics.items() if k != "reliability"}},
         "reliability": reliability_table(p_val, val_set.y),
         "walk_forward": None,

@@ -176,6 +176,7 @@ class RiskEngine:
         self.scorer = scorer
         self.model_error = "" if scorer is not None else (model_error or "no model")
         self.step_ns = step_ns
+        self.stale_ns = int(config.policy.stale_s * 1e9)
         self.lateness_ns = lateness_ns
         self.features_every = max(1, features_every)
         self.max_catchup = max(1, max_catchup)
@@ -184,6 +185,7 @@ class RiskEngine:
         self.now = 0           # the last cycle's grid time (ns)
         self.cycles = 0
         self.hb_seq = 0
+        self.last_tick: dict[str, int] = {}  # event time of each instrument's latest tick (ns)
 
     # ---- input ---------------------------------------------------------------------------------
 
@@ -197,9 +199,22 @@ class RiskEngine:
             return []
         out = self.advance(int(t.min()) - self.lateness_ns)
         self.features.update(table, cols)
+        self._note_ticks(table, cols, t)
         if self.next_grid is None:
             self.next_grid = (int(t.min()) // self.step_ns + 1) * self.step_ns
         return out
+
+    def _note_ticks(self, table: str, cols: dict[str, Any], t: np.ndarray) -> None:
+        """Remember each instrument's latest tick: a score from older data is stale."""
+        if table == "news":
+            return
+        syms = np.asarray(cols["sym"], dtype=object)
+        uniq, first_rev = np.unique(syms[::-1], return_index=True)
+        last = t[len(t) - 1 - first_rev]
+        for sym, when in zip(uniq.tolist(), last.tolist(), strict=True):
+            key = sym.decode() if isinstance(sym, bytes) else sym
+            if when > self.last_tick.get(key, -1):
+                self.last_tick[key] = when
 
     def advance(self, upto: int) -> list[Output]:
         """Run every cycle whose grid time is before `upto` (event time, ns)."""
@@ -244,7 +259,9 @@ class RiskEngine:
                 rows, al = self.policy.fail_model(g, f"model {self.scorer.version} failed to score: {e}")
                 limits += rows
                 alerts += al
-        rows, al = self.policy.cycle(g, Scores(snap.syms, score, np.full(n, g, dtype=np.int64), top, model))
+        # a score is as old as the instrument's latest tick: a quiet instrument's tier holds
+        seen = np.array([self.last_tick.get(s, g) for s in snap.syms], dtype=np.int64)
+        rows, al = self.policy.cycle(g, Scores(snap.syms, score, seen, top, model))
         limits += rows
         alerts += al
         if n and self.cycles % self.features_every == 0:
@@ -255,7 +272,8 @@ class RiskEngine:
             out.append(Output("riskScore", [_times(len(ready), g), _sym_col(snap.syms[k] for k in ready),
                                             score[ready], error[ready], _sym_col(TIERS[t] for t in tiers),
                                             _text_col(top[k] for k in ready),
-                                            _sym_col([model] * len(ready)), np.isnan(score[ready])]))
+                                            _sym_col([model] * len(ready)),
+                                            g - seen[ready] > self.stale_ns]))
         if limits:
             out.append(limits_output(limits))
         if alerts:
@@ -304,6 +322,7 @@ class RiskEngine:
                 cols = as_columns(table, data)
                 if len(cols["time"]):
                     self.features.update(table, cols)
+                    self._note_ticks(table, cols, _ns(cols["time"]))
             elif table == "limits":
                 cols = as_columns(table, data)
                 for i in range(len(cols["time"])):
@@ -455,7 +474,8 @@ class Service:
     def functions(self) -> dict[str, Any]:
         """The IPC functions: .rte.kill[sym;strategy;who;note], .rte.reset[sym;strategy;who],
         .rte.reduce[sym;strategy;who], .rte.deactivate[who;note], .rte.activate[who],
-        .rte.status[], .rte.limits[sym]."""
+        .rte.status[], .rte.limits[sym]. ` is "every" for sym and strategy. With a users file the
+        login name is recorded as who (a differing `who` argument goes into the note)."""
         def action(kind: str):
             def call(conn, *args):
                 from pretrade.ipc.codec import QError
@@ -466,7 +486,9 @@ class Service:
                     sym = strategy = ALL
                 else:
                     sym, strategy, who, note = (a + ["", "", "", ""])[:4]
-                who = who or conn.user
+                if conn.user and who and who != conn.user:  # the login is who acted
+                    note = f"{note} (for {who})".strip()
+                who = conn.user or who
                 try:
                     with self.lock:
                         self.publish(self.engine.act(kind, sym, strategy, who, note))

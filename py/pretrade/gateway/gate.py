@@ -1,0 +1,146 @@
+"""The gateway's decision on one order: which limits bind, the live context, the checks.
+
+`Gate.check(order, session, now_ns)` looks the limits up in the LimitsTable, fills the checks'
+Context from the gateway's own state (reference price, position, order rates, recent orders, the
+fat-finger model) and calls pretrade.risk.checks.check_order: the one implementation of the rules.
+The mode (enforce, shadow, A/B) picks the binding limits; in shadow mode the dynamic decision is
+computed too and returned beside the binding one. No FIX here: the benchmark calls it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from pretrade.gateway.limits_table import FALLBACK_TIER, LimitsTable
+from pretrade.gateway.shadow import Modes, arm_of
+from pretrade.risk.checks import (
+    ORD_REJ_REASON,
+    PASS,
+    Context,
+    Decision,
+    DuplicateWindow,
+    Order,
+    RateWindow,
+    check_order,
+)
+from pretrade.risk.limits import CheckConfig, Limit
+
+# The gateway's own denials, beside the checks' rules: no limits yet, venue not connected.
+REJ_REASON = {**ORD_REJ_REASON, "NO_LIMITS": 99, "EXCHANGE_UNAVAILABLE": 99}
+_TIER_STATE = {"ELEVATED": "RiskAlert_Elevated", "HIGH_ALERT": "RiskAlert_HighAnomaly",
+               "CRITICAL": "RiskAlert_Critical", FALLBACK_TIER: "RiskAlert_StaleLimits"}
+
+
+def risk_state(lim: Limit | None) -> str | None:
+    """The tag-8011 value for an instrument under `lim`, or None when it is Normal."""
+    if lim is None:
+        return None
+    if lim.state == "HALTED":
+        return "RiskAlert_Halted"
+    if lim.state == "REDUCING":
+        return "RiskAlert_Reducing"
+    return _TIER_STATE.get(lim.tier)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The binding decision, the limits it used and where they came from (dynamic, static,
+    fallback, none), the instrument's risk state, the non-binding shadow decision (shadow
+    mode), and the time the check took."""
+
+    decision: Decision
+    limits: str
+    limit: Limit | None
+    state: str | None
+    latency_ns: int = 0
+    shadow: Decision | None = None
+
+
+class Gate:
+    """Per-order checks with the gateway's live state (positions, rates, recent orders)."""
+
+    def __init__(self, table: LimitsTable, cfg: CheckConfig, modes: Modes | None = None,
+                 model=None) -> None:
+        self.table, self.cfg = table, cfg
+        self.modes = modes or Modes()
+        self.model = model  # a pretrade.models.fatfinger.FatFingerModel, or None
+        self.session_rates = RateWindow()
+        self.strategy_rates = RateWindow()
+        self.duplicates = DuplicateWindow(cfg.duplicate_window_ms * 1_000_000)
+        self.positions: dict[str, int] = {}
+        self.history = None
+        if model is not None:
+            from pretrade.models.order_features import TraderHistory
+
+            self.history = TraderHistory()
+
+    def check(self, o: Order, session: str, now_ns: int | None = None) -> Verdict:
+        """The decision on `o` from `session`; a passing new order or replace is counted in the
+        rate windows and remembered for the duplicate check."""
+        t0 = time.perf_counter_ns()
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        table = self.table
+        dyn, source = table.lookup(o.sym, o.strategy)
+        state = risk_state(dyn)
+        if o.kind == "cancel":
+            return Verdict(PASS, source, dyn, state, time.perf_counter_ns() - t0)
+        if dyn is None:
+            why = ("no limits received from the risk engine yet" if source == "none"
+                   else f"the risk engine publishes no limits for {o.sym}")
+            d = Decision(False, "NO_LIMITS", f"NO_LIMITS: {why}; no order passes until they arrive")
+            return Verdict(d, source, None, state, time.perf_counter_ns() - t0)
+        ctx = Context(table.ref_price(o.sym), self.positions.get(o.sym, 0),
+                      self.session_rates.count(session, now_ns),
+                      self.strategy_rates.count(o.strategy, now_ns),
+                      self.duplicates.seen(o, now_ns))
+        if self.model is not None:
+            ctx.fat_finger_model = self.model.version
+        scorer = self._scorer(ctx, dyn, now_ns)
+        mode, share = self.modes.mode_of(o.sym, o.strategy)
+        shadow = None
+        if source == "fallback" or mode == "enforce":
+            binding, limits = dyn, source
+        elif mode == "shadow":
+            binding, limits = table.static(o.sym, o.strategy), "static"
+            shadow = check_order(o, dyn, ctx, self.cfg, scorer)
+        else:
+            arm = arm_of(o.account, o.strategy, share)
+            binding, limits = (dyn, "dynamic") if arm == "dynamic" else (table.static(o.sym, o.strategy), "static")
+        d = check_order(o, binding, ctx, self.cfg, scorer)
+        if d.ok:
+            self.session_rates.add(session, now_ns)
+            self.strategy_rates.add(o.strategy, now_ns)
+            self.duplicates.add(o, now_ns)
+        return Verdict(d, limits, binding, state, time.perf_counter_ns() - t0, shadow)
+
+    def _scorer(self, ctx: Context, dyn: Limit, now_ns: int):
+        """The fat-finger callable for check_order (scores at most once per order)."""
+        model = self.model
+        if model is None:
+            return None
+        from pretrade.models.order_features import Market
+        from pretrade.models.order_features import Order as FFOrder
+
+        table, memo = self.table, {}
+
+        def score(o: Order) -> float:
+            if "p" not in memo:
+                bid, ask = table.bids.get(o.sym, math.nan), table.asks.get(o.sym, math.nan)
+                market = o.price != o.price
+                buy = o.side == "buy"
+                px = ctx.ref_price if market else o.price
+                marketable = market or (px >= ask if buy else px <= bid)
+                anomaly = dyn.score if dyn.score == dyn.score else 0.0
+                p, _ = model.score_order(
+                    FFOrder(now_ns, o.sym, o.account or "-", 1 if buy else -1, float(o.qty), float(px), marketable),
+                    Market(bid, ask, table.volume_1m(o.sym), 0.0, anomaly), self.history)
+                memo["p"] = p
+            return memo["p"]
+
+        return score
+
+    def on_fill(self, sym: str, side: str, qty: int) -> None:
+        """A fill from the venue: the firm's position in `sym` moves."""
+        self.positions[sym] = self.positions.get(sym, 0) + (qty if side == "buy" else -qty)

@@ -1,0 +1,69 @@
+"""FIX 4.4 messages the gateway and the exchange read and write, as plain dicts of tag -> value.
+
+Reading: `fields(msg, tags)` pulls what a handler needs; `order_of(msg)` turns a NewOrderSingle
+or replace into the checks' view. Writing: `build(msg_type, fields)` makes a quickfix.Message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pretrade.gateway.sessions import BEGIN_STRING
+
+# tags
+ACCOUNT, AVG_PX, CL_ORD_ID, CUM_QTY, EXEC_ID, LAST_PX, LAST_QTY = 1, 6, 11, 14, 17, 31, 32
+MSG_TYPE, ORDER_ID, ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, PRICE = 35, 37, 38, 39, 40, 41, 44
+SIDE, SYMBOL, TEXT, TRANSACT_TIME, CXL_REJ_REASON, ORD_REJ_REASON = 54, 55, 58, 60, 102, 103
+EXEC_TYPE, LEAVES_QTY, CXL_REJ_RESPONSE_TO, PASSWORD = 150, 151, 434, 554
+RISK_STATE = 8011  # custom: the instrument's risk state when it is not Normal
+STRATEGY = 8012    # custom: the client's strategy (rate limits and A/B arms by strategy)
+
+NEW_ORDER, CANCEL, REPLACE = "D", "F", "G"
+EXEC_REPORT, CANCEL_REJECT, LOGON = "8", "9", "A"
+
+SIDES = {"1": "buy", "2": "sell"}
+FIX_SIDE = {"buy": "1", "sell": "2"}
+
+
+def build(msg_type: str, values: dict[int, Any]):
+    """A quickfix.Message of type `msg_type` with `values` (None values are left out)."""
+    import quickfix as fix
+
+    m = fix.Message()
+    h = m.getHeader()
+    h.setField(8, BEGIN_STRING)
+    h.setField(MSG_TYPE, msg_type)
+    for tag, v in values.items():
+        if v is not None:
+            m.setField(tag, fmt(v))
+    return m
+
+
+def fmt(v: Any) -> str:
+    """A value as FIX text: integers without a decimal point, floats shortest-exact."""
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else repr(v)
+    return str(v)
+
+
+def get(msg, tag: int, default: str | None = None) -> str | None:
+    """The body field `tag` of `msg`, or `default` when it is absent."""
+    return msg.getField(tag) if msg.isSetField(tag) else default
+
+
+def msg_type(msg) -> str:
+    """The MsgType (35) of `msg`."""
+    return msg.getHeader().getField(MSG_TYPE)
+
+
+def to_float(text: str | None) -> float:
+    """A FIX price or quantity as a float (NaN when absent)."""
+    return math.nan if text is None else float(text)
+
+
+def utc_now() -> str:
+    """TransactTime (60) for now, UTC, milliseconds."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
