@@ -109,6 +109,9 @@ def test_walk_forward_and_report_end_to_end(tmp_path):
     path = write_report(res, tmp_path, {"command": "test", "seeds": [0], "duration": 0, "embargo_s": 60,
                                         "sim_params": {}})
     text = path.read_text()
-    assert "static limits" in text and "extra_zeros" in text
+    assert "static limits" in text and "extra_zeros" in text and "scaled to the model" in text
+    sm = res.report("static_matched")
+    assert sm["valid_flagged"] <= m["valid_flagged"]
+    assert res.report("layered")["recall"] >= m["recall"]
     for png in ("fatfinger_pr_roc.png", "fatfinger_reliability.png", "fatfinger_recall_by_kind.png"):
         assert (tmp_path / png).stat().st_size > 1000

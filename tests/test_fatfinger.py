@@ -197,3 +197,30 @@ def test_threshold_and_reliability_helpers():
     table = reliability_table(np.array([0.0, 0.001, 0.9, 0.97]), np.array([0, 0, 1, 1]))
     assert sum(r["orders"] for r in table) == 4
     assert table[-1]["observed_rate"] == 1.0
+
+
+def test_market_state_is_the_last_one_before_the_order_never_after():
+    import pandas as pd
+
+    from pretrade.models.fatfinger import market_at_orders
+
+    t = pd.to_datetime([10 * NS, 20 * NS, 30 * NS], unit="ns")
+    quotes = pd.DataFrame({"time": t, "sym": "ACME", "bid": [99.0, 100.0, 200.0], "ask": [99.2, 100.2, 200.2],
+                           "bsize": 1, "asize": 1})
+    feats = pd.DataFrame({"time": t, "sym": "ACME", "ready": True, "volume_1m": [1.0, 2.0, 3.0],
+                          "z_rv_1m": [0.0, 0.5, 9.0], "z_spread_bps": 0.0})
+    orders = pd.DataFrame({"time": pd.to_datetime([25 * NS, 5 * NS], unit="ns"), "sym": "ACME"})
+    m = market_at_orders(orders, {"quote": quotes}, feats)
+    assert m.loc[0, "bid"] == 100.0 and m.loc[0, "volume_1m"] == 2.0 and m.loc[0, "vol_z"] == 0.5
+    assert np.isnan(m.loc[1, "bid"]) and m.loc[1, "volume_1m"] == 0.0  # nothing known yet
+
+
+def test_the_committed_model_loads_and_matches_this_engine():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / "fatfinger.onnx"
+    if not path.exists():
+        pytest.skip("models/fatfinger.onnx not trained in this checkout")
+    model = FatFingerModel(path)
+    p, block = model.score(np.zeros((3, N_FEATURES), dtype=np.float32))
+    assert p.shape == (3,) and not block.any()  # an ordinary order is not blocked

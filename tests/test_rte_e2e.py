@@ -70,7 +70,7 @@ class Stack:
 
     def start_rte(self) -> subprocess.Popen:
         p = start(["rte", "--port", str(self.rte_port), "--tp", f"localhost:{self.tp_port}",
-                   "--models", str(ROOT / "models"), "--lateness", "60"], self.tmp / "rte.log", self.rte_port)
+                   "--models", str(ROOT / "models")], self.tmp / "rte.log", self.rte_port)
         self.procs.append(p)
         return p
 

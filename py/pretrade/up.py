@@ -92,7 +92,7 @@ def ipc_credentials(data: Path) -> tuple[Path, str]:
 def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace) -> list[Process]:
     """The embedded engine's processes, in start order."""
     exe = [sys.executable, "-m", "pretrade.cli"]
-    tp, rdb, hdb = topo["tp"], topo["rdb"], topo["hdb"]
+    tp, rdb, hdb, rte = topo["tp"], topo["rdb"], topo["hdb"], topo["rte"]
     tp_addr = f"{tp['host']}:{tp['port']}"
     journal, hdb_dir = data / "journal", data / "hdb"
     procs = [
@@ -102,6 +102,8 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                               "--users", str(users)], hdb["port"]),
         Process("rdb", exe + ["rdb", "--port", str(rdb["port"]), "--tp", tp_addr, "--hdb", str(hdb_dir),
                               "--hdb-addr", f"127.0.0.1:{hdb['port']}", "--users", str(users)], rdb["port"]),
+        Process("rte", exe + ["rte", "--port", str(rte["port"]), "--tp", tp_addr,
+                              "--models", str(ROOT / "models"), "--users", str(users)], rte["port"]),
     ]
     if not args.no_feed:
         feed = topo.get("feed", {})
@@ -220,6 +222,8 @@ def _print_banner(topo: dict, data: Path, engine: str) -> None:
         f"  rdb          kdb+ IPC  127.0.0.1:{topo['rdb']['port']}   e.g. pretrade query :{topo['rdb']['port']} "
         f"\"s)select sym, count(*) from trade group by sym\"\n"
         f"  hdb          kdb+ IPC  127.0.0.1:{topo['hdb']['port']}\n"
+        f"  risk engine  kdb+ IPC  127.0.0.1:{topo['rte']['port']}   e.g. pretrade query :{topo['rte']['port']} "
+        f"\".rte.status[]\"\n"
         f"  credentials  {creds}\n"
         f"  logs         {data / 'log'}\n",
         flush=True,

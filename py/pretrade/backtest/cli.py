@@ -1,6 +1,6 @@
 """`pretrade backtest`: walk-forward evaluation of the fat-finger model vs static limits, as a report.
 
-    pretrade backtest --out reports/backtest           # 6 simulated days of 1 h, about 2-3 minutes
+    pretrade backtest --out reports/backtest     # 6 simulated days of 1 h: 30-90 s on 2 shared cores
 
 Writes fatfinger.md (figures, per-kind recall, misses) and PNG plots into --out.
 """

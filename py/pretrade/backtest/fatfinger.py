@@ -49,9 +49,21 @@ class WalkForwardResult:
     served: dict[str, Any] | None = None
 
     def report(self, which: str) -> dict[str, Any]:
-        """Metrics over all test rows for 'model' or 'static'."""
+        """Metrics over all test rows for 'model', 'static' (as tuned), 'static_matched' (the
+        static limits scaled to block as many valid orders as the model: a like-for-like recall)
+        or 'layered' (the model and the scaled static limits together: either one blocks)."""
         d = self.data.take(self.test_idx)
-        p, f = (self.p_model, self.flag_model) if which == "model" else (self.s_static, self.flag_static)
+        if which == "model":
+            p, f = self.p_model, self.flag_model
+        elif which == "static":
+            p, f = self.s_static, self.flag_static
+        else:
+            n_fp = int((self.flag_model & (d.y == 0)).sum())
+            valid = np.sort(self.s_static[d.y == 0])[::-1]
+            cut = np.nextafter(valid[n_fp], np.inf) if n_fp < len(valid) else -np.inf
+            p, f = self.s_static, self.s_static >= cut
+            if which == "layered":
+                p, f = np.maximum(self.p_model, np.minimum(1.0, self.s_static / cut * 0.5)), f | self.flag_model
         return classification_report(d.y.astype(bool), p, f, d.kind, d.gross, d.time)
 
 

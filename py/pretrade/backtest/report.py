@@ -96,6 +96,11 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
         "calibrates (Platt) and sets its threshold (at most 0.05% of valid orders flagged) on the latest "
         "quarter of its training rows, and tunes the static limits on the same training rows.",
         "",
+        "The static limits as tuned block far more valid orders than the model; the third row scales "
+        "them (one factor on both limits) until they block no more valid orders than the model did, "
+        "for a like-for-like recall. The layered row blocks when either the model or the scaled static "
+        "limits would (the gateway runs both).",
+        "",
         "Targets: recall >= 99% on gross errors (10x size and more, price > 5% off), >= 90% on subtle ones, "
         "at most 0.1% of valid orders flagged, beating static limits on both.",
         "",
@@ -105,6 +110,8 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
         "|---|---|---|---|---|---|---|---|",
         _row("model (walk-forward)", m),
         _row("static limits", b),
+        _row("static limits, scaled to the model's valid-flagged count", res.report("static_matched")),
+        _row("layered: model or scaled static limits (as in the gateway)", res.report("layered")),
     ]
     if res.served is not None:
         lines.append(_row(f"shipped model {res.served['version']} (all days)", res.served))

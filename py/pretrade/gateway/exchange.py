@@ -275,8 +275,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="normal", help="simulator scenario that primes the books (default normal)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--syms", default="", help="comma-separated instruments (default: the simulator's ten)")
-    p.add_argument("--workdir", default="data/fix/exchange",
-                   help="QuickFIX settings, message store and logs (default data/fix/exchange)")
+    p.add_argument("--workdir", default="var/fix/exchange",
+                   help="QuickFIX settings, message store and logs (default var/fix/exchange)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ class FixInitiator:
                 pass
 
             def fromApp(s, msg, sid):  # noqa: N802, N805
-                outer.received.put(parse(msg.toString()))
+                outer.received.put(m.parse_fields(msg))
 
         self.app = _App()
         s = settings("initiator", Path(workdir), [], sender=sender, target=target, host=host, port=port)
@@ -84,13 +84,3 @@ class FixInitiator:
         """Log out and stop the initiator."""
         self.initiator.stop()
 
-
-def parse(text: str) -> dict[int, str]:
-    """A FIX message string as {tag: value} (the last value of a repeated tag wins)."""
-    out = {}
-    for part in text.split("\x01"):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            if k.isdigit():
-                out[int(k)] = v
-    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pretrade.gateway.limits_table import FALLBACK_TIER, LimitsTable
 from pretrade.gateway.shadow import Modes, arm_of
@@ -63,6 +63,8 @@ class Gate:
 
     def __init__(self, table: LimitsTable, cfg: CheckConfig, modes: Modes | None = None,
                  model=None) -> None:
+        if model is not None:  # the model's own calibrated block threshold (its card), not a generic one
+            cfg = replace(cfg, fat_finger_threshold=model.threshold)
         self.table, self.cfg = table, cfg
         self.modes = modes or Modes()
         self.model = model  # a pretrade.models.fatfinger.FatFingerModel, or None

@@ -52,6 +52,21 @@ def get(msg, tag: int, default: str | None = None) -> str | None:
     return msg.getField(tag) if msg.isSetField(tag) else default
 
 
+def parse(text: str) -> dict[int, str]:
+    """A FIX message string as {tag: value} (the last value of a repeated tag wins)."""
+    out = {}
+    for part in text.split("\x01"):
+        k, sep, v = part.partition("=")
+        if sep and k.isdigit():
+            out[int(k)] = v
+    return out
+
+
+def parse_fields(msg) -> dict[int, str]:
+    """A quickfix.Message's fields as {tag: value} (header and trailer included)."""
+    return parse(msg.toString())
+
+
 def msg_type(msg) -> str:
     """The MsgType (35) of `msg`."""
     return msg.getHeader().getField(MSG_TYPE)

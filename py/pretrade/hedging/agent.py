@@ -132,7 +132,7 @@ def train_agent(paths: Paths, contract: Contract, premium: float, cfg: TrainConf
         idx = torch.from_numpy(rng.choice(n, size=min(cfg.batch, n), replace=False))
         opt.zero_grad()
         loss = 0.0
-        for c, st in zip(cfg.costs, states):
+        for c, st in zip(cfg.costs, states, strict=True):
             H = rollout(net, st[idx]).double()
             pnl, _ = hedged_pnl(S[idx], H, contract, Costs(c, cfg.fixed), premium,
                                 smooth_fixed=0.01 if cfg.fixed else 0.0)
@@ -141,7 +141,7 @@ def train_agent(paths: Paths, contract: Contract, premium: float, cfg: TrainConf
         opt.step()
         sched.step()
         if it % 100 == 0:
-            log.info("iteration %d: sum of CVaR %.4f (%.0f s)", it, float(loss), time.perf_counter() - t0)
+            log.info("iteration %d: sum of CVaR %.4f (%.0f s)", it, float(loss.detach()), time.perf_counter() - t0)
     net.eval()
     return net
 

@@ -137,7 +137,8 @@ def hedged_pnl(S: Any, hedges: Any, contract: Contract, costs: Costs, premium: f
         if smooth_fixed > 0:
             n_trades = ((trades_first / smooth_fixed).tanh() + (trades_rest / smooth_fixed).tanh().sum(1))
         else:
-            n_trades = (trades_first > 1e-12) * 1.0 + ((trades_rest > 1e-12) * 1.0).sum(1)
+            # (x > 0) + 0 * x: the indicator in x's float type (numpy and torch promote alike)
+            n_trades = (trades_first > 1e-12) + 0 * trades_first + ((trades_rest > 1e-12) + 0 * trades_rest).sum(1)
         cost = cost + costs.fixed * n_trades
     gains = (hedges * (S[:, 1:] - S[:, :-1])).sum(1)
     return premium - contract.payoff(S[:, -1]) + gains - cost, cost

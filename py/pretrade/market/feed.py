@@ -3,9 +3,9 @@
     pretrade feed sim --scenario flash-crash --seed 7 --speed 10 --tp localhost:5010
     pretrade feed replay data/l3_events.csv --speed max
 
-At `--speed max` rows go out as fast as the tickerplant takes them, batched per table per
-block of market time; at `--speed X` they go out in 100 ms slices of wall time, X times faster
-than they happened (1 is real time). Progress lines show market time reached and rows sent.
+At `--speed max` rows go out as fast as the tickerplant takes them, in 1 s slices of market time
+(every table per slice, so event-time consumers see the tables interleaved); at `--speed X` they
+go out in 100 ms slices of wall time, X times faster than they happened (1 is real time). Progress lines show market time reached and rows sent.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_ORDER = ("quote", "trade", "book", "l3", "news", "order")
 MAX_ROWS = 50_000  # rows per .u.upd message at most
+MAX_SPEED_SLICE_S = 1.0  # at --speed max, market time published per slice (tables interleaved)
 
 
 def parse_speed(value: str) -> float | None:
@@ -108,26 +109,24 @@ def pump(blocks: Iterable[dict[str, pd.DataFrame]], pub: Publisher, speed: float
         last = max(df["time"].iloc[-1] for df in present.values())
         if t0 is None:
             t0 = first
-        if speed is None:
-            for name in PUBLISH_ORDER:
-                if name in present:
-                    pub.publish(name, present[name])
-        else:
-            step = pd.Timedelta(seconds=slice_seconds * speed)
-            lo = first
-            while lo <= last:
-                hi = lo + step
+        # Slices of market time, every table per slice, so consumers that run on event time
+        # (the risk engine) see tables interleaved within one slice even at --speed max.
+        step = pd.Timedelta(seconds=slice_seconds * speed if speed else MAX_SPEED_SLICE_S)
+        lo = first
+        while lo <= last:
+            hi = lo + step
+            if speed is not None:
                 delay = wall0 + (lo - t0).total_seconds() / speed - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                for name in PUBLISH_ORDER:
-                    if name in present:
-                        df = present[name]
-                        a, b = df["time"].searchsorted([lo, hi], side="left")
-                        if b > a:
-                            pub.publish(name, df.iloc[a:b])
-                progress(lo)
-                lo = hi
+            for name in PUBLISH_ORDER:
+                if name in present:
+                    df = present[name]
+                    a, b = df["time"].searchsorted([lo, hi], side="left")
+                    if b > a:
+                        pub.publish(name, df.iloc[a:b])
+            progress(lo)
+            lo = hi
         market = last
         progress(market)
     wall = time.monotonic() - wall0

@@ -44,7 +44,7 @@ KIND = "fatfinger"
 PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")
 SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}  # calibration, validation, backtest days
 TRAIN_ERROR_RATE = 0.15  # training days carry more errors: more to learn from per simulated hour
-MODEL_PARAMS = {"max_iter": 1000, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 5,
+MODEL_PARAMS = {"max_iter": 300, "learning_rate": 0.3, "max_leaf_nodes": 15, "min_samples_leaf": 5,
                 "l2_regularization": 0.0, "early_stopping": False}
 # Trees may combine features only within these groups (size, price, side habit); the context
 # features act alone. Without this the model learns spurious combinations that put some valid

@@ -4,8 +4,8 @@
 returns what to publish. Its clock is the data's: a cycle falls on each grid time g (100 ms steps
 of event time) once an update arrives whose earliest tick is later than g + lateness, so a replay
 at any speed gives the same cycles and the same output. `lateness` must cover how far a feed
-interleaves tables out of time order (the simulator feed at `--speed max` publishes 60 s blocks
-table by table, so replays compared across speeds need `--lateness 60`; paced live feeds, 1 s).
+interleaves tables out of time order (the simulator feed publishes every table slice by slice,
+1 s of market time at most per slice, so the default 1 s covers it at any speed).
 
 A cycle: feature snapshot of every instrument -> batched anomaly scores (onnxruntime) of the
 ready ones -> policy (pretrade.risk.policy) -> rows for `features`, `riskScore`, `limits`,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -536,7 +537,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("model %s loaded from %s", scorer.version, args.models)
     engine = RiskEngine(config, scorer, err, step_ns=int(args.step_ms * 1e6),
                         lateness_ns=int(args.lateness * 1e9), features_every=args.features_every)
-    svc = Service(engine, args.tp)
+    svc = Service(engine, args.tp, os.environ.get("PRETRADE_USER", ""),
+                  os.environ.get("PRETRADE_PASSWORD", ""))
     threading.Thread(target=svc.subscribe_forever, name="rte-feed", daemon=True).start()
     threading.Thread(target=svc.idle_heartbeat, name="rte-heartbeat", daemon=True).start()
 
@@ -566,7 +568,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-ms", type=float, default=100.0, help="cycle grid in event-time ms (default 100)")
     p.add_argument("--lateness", type=float, default=1.0, metavar="SECONDS",
                    help="run a grid cycle only once ticks this much later arrive (default 1); must "
-                        "cover the feed's out-of-order span: 60 for the simulator at --speed max")
+                        "cover the feed's out-of-order span (the simulator feed's is under 1 s)")
     p.add_argument("--features-every", type=int, default=1, metavar="N",
                    help="publish the features table every N cycles (default 1: every cycle)")
     p.add_argument("--users", metavar="FILE", help="users file for IPC logins (default: no authentication)")

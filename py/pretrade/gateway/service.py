@@ -1,0 +1,256 @@
+"""The gateway process wired together: QuickFIX sessions, limits subscription, watchdog,
+publisher, and an IPC control port for run-time mode changes (`pretrade gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pretrade.config import ROOT
+from pretrade.gateway.sessions import EXCHANGE_ID, EXCHANGE_PORT, GATEWAY_ID, GATEWAY_PORT
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBED = ["limits", "heartbeat", "quote", "trade"]
+CONTROL_PORT = 5014
+
+
+class GatewayService:
+    """A running gateway: start() brings up every part, stop() takes them down."""
+
+    def __init__(self, workdir: Path, fix_port: int = GATEWAY_PORT, tp: str | None = "localhost:5010",
+                 exchange: tuple[str, int] = ("127.0.0.1", EXCHANGE_PORT), host: str = "127.0.0.1",
+                 ttl_s: float = 3.0, fallback_scale: float = 0.5, clients_path: str | None = None,
+                 limits_path: str | None = None, model_path: str | None = "models/fatfinger.onnx",
+                 mode: str = "enforce", ab_share: float = 0.5, control_port: int | None = None,
+                 rte: str | None = None) -> None:
+        from pretrade.gateway.fixapp import Gateway
+        from pretrade.gateway.gate import Gate
+        from pretrade.gateway.limits_table import LimitsTable
+        from pretrade.gateway.process import TpPublisher
+        from pretrade.gateway.sessions import load_clients
+        from pretrade.gateway.shadow import Modes
+        from pretrade.risk.limits import load_config
+
+        self.workdir, self.fix_port, self.host, self.tp = Path(workdir), fix_port, host, tp
+        self.exchange_addr, self.control_port, self.rte = exchange, control_port, rte
+        self.config = load_config(limits_path)
+        self.clients = load_clients(clients_path)
+        self.publisher = TpPublisher(tp)
+        self.table = LimitsTable(self.config, ttl_s, fallback_scale, on_alert=self._alert)
+        self.modes = Modes(mode, ab_share, on_change=self._audit)
+        model = None
+        if model_path:
+            from pretrade.models.fatfinger import FatFingerModel
+
+            model = FatFingerModel(model_path)  # ModelRefused stops the start: never run without a configured check
+            log.info("fat-finger model %s loaded from %s", model.version, model_path)
+        self.gate = Gate(self.table, self.config.checks, self.modes, model)
+        self.gateway = Gateway(self.gate, self.clients, self.publisher)
+        self._stop = threading.Event()
+        self._sub = None
+        self.subscribed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.acceptor = self.initiator = self.control = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> GatewayService:
+        """Subscribe, start the watchdog, the FIX sessions and the control port."""
+        import quickfix as fix
+
+        from pretrade.gateway.sessions import settings
+
+        for name, target in (("subscription", self._subscribe), ("watchdog", self._watchdog)):
+            t = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        s = settings("gateway_clients", self.workdir / "clients", list(self.clients), sender=GATEWAY_ID,
+                     host=self.host, port=self.fix_port)
+        self.acceptor = fix.SocketAcceptor(self.gateway.client_app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
+        ex_host, ex_port = self.exchange_addr
+        s2 = settings("gateway_exchange", self.workdir / "exchange", [], sender=GATEWAY_ID, target=EXCHANGE_ID,
+                      host=ex_host, port=ex_port)
+        self.initiator = fix.SocketInitiator(self.gateway.exchange_app, fix.FileStoreFactory(s2), s2,
+                                             fix.FileLogFactory(s2))
+        self.initiator.start()
+        self.acceptor.start()
+        if self.control_port is not None:
+            self.control = self._control_server().start()
+        log.info("gateway %s: clients on %s:%d (%s), exchange %s at %s:%d, limits from %s (TTL %g s)",
+                 GATEWAY_ID, self.host, self.fix_port, ", ".join(self.clients), EXCHANGE_ID, ex_host, ex_port,
+                 self.tp or "(no tickerplant)", self.table.ttl_s)
+        return self
+
+    def stop(self) -> None:
+        """Stop the FIX sessions, the subscription, the control port; flush the publisher."""
+        self._stop.set()
+        for part in (self.acceptor, self.initiator):
+            if part is not None:
+                part.stop()
+        if self._sub is not None:
+            self._sub.close()
+        if self.control is not None:
+            self.control.stop()
+        for t in self._threads:
+            t.join(timeout=3)
+        self.publisher.close()
+
+    # ---- threads ------------------------------------------------------------------------------
+    def _subscribe(self) -> None:
+        """Keep a subscription to the tickerplant, reconnecting every second while it is down
+        (meanwhile the limits go stale and the fallback binds)."""
+        from pretrade.client import connect
+
+        if self.tp is None:
+            return
+        warned = False
+        while not self._stop.is_set():
+            try:
+                with connect(self.tp, timeout=5.0) as c:
+                    self._sub = c.subscribe(SUBSCRIBED)
+                log.info("subscribed to %s on %s", ", ".join(SUBSCRIBED), self.tp)
+                self.load_snapshot()
+                self.subscribed.set()
+                warned = False
+                for table, frame in self._sub:
+                    try:
+                        self.table.on_update(table, frame)
+                    except Exception:  # noqa: BLE001 - one bad update must not end the feed
+                        log.exception("bad %s update from the tickerplant: skipped", table)
+            except Exception as e:  # noqa: BLE001 - reconnect; the limits fail closed meanwhile
+                if not warned:
+                    log.error("tickerplant %s: %s; reconnecting every second", self.tp, e)
+                    warned = True
+            self.subscribed.clear()
+            self._stop.wait(1.0)
+
+    def load_snapshot(self) -> None:
+        """The engine's current limits (`.rte.limits`), so a (re)started gateway need not wait
+        for the next change; newer seq still wins over what the subscription delivers."""
+        if not self.rte:
+            return
+        import pandas as pd
+
+        from pretrade.ipc.client import QClient, parse_addr
+        from pretrade.schema import TABLES
+
+        try:
+            with QClient(*parse_addr(self.rte), timeout=5.0) as q:
+                cols = q.query(".rte.limits", "")
+        except Exception as e:  # noqa: BLE001 - fail closed: wait for published limits instead
+            log.warning("no limits snapshot from the risk engine at %s (%s): waiting for published limits", self.rte, e)
+            return
+        if len(cols):
+            frame = pd.DataFrame(dict(zip(TABLES["limits"].names, cols, strict=True)))
+            self.table.on_update("limits", frame)
+            log.info("limits snapshot from %s: %d rows (seq up to %d)", self.rte, len(frame), self.table.book.last_seq)
+
+    def _watchdog(self) -> None:
+        """Check freshness every 100 ms, so the switch to the fallback (and its alert) happens
+        on time even when no order arrives."""
+        while not self._stop.wait(0.1):
+            self.table.stale()
+
+    # ---- alerts, audit, control ---------------------------------------------------------------
+    def _alert(self, severity: str, kind: str, text: str) -> None:
+        self.publisher.put("riskAlert", {"sym": "", "strategy": "", "seq": self.table.book.last_seq,
+                                         "severity": severity, "kind": kind, "tier": "", "who": "gateway",
+                                         "text": text})
+
+    def _audit(self, change) -> None:
+        text = f"gateway mode of {change.kind} {change.key}: {change.mode}"
+        if change.mode == "ab":
+            text += f" (dynamic share {change.share:g})"
+        if change.reason:
+            text += f": {change.reason}"
+        self.publisher.put("riskAlert", {"sym": change.key if change.kind == "sym" else "",
+                                         "strategy": change.key if change.kind == "strategy" else "",
+                                         "seq": 0, "severity": "info", "kind": "gateway_mode", "tier": "",
+                                         "who": change.who, "text": text})
+
+    def status(self) -> dict[str, Any]:
+        """What an operator asks first: sessions, limits freshness, modes, counts."""
+        t = self.table
+        return {"exchange_up": self.gateway.exchange_up.is_set(), "subscribed": self.subscribed.is_set(),
+                "limits_rows": len(t.book),
+                "limits_seq": t.book.last_seq, "limits_ever": t.ever, "fallback": t.fallback,
+                "fresh_age_s": time.monotonic() - t.last_fresh if t.ever else None,
+                "modes": {**{f"sym:{k}": v for k, v in self.modes.by_sym.items()},
+                          **{f"strategy:{k}": v for k, v in self.modes.by_strategy.items()}},
+                "published": dict(self.publisher.published)}
+
+    def _control_server(self):
+        from pretrade.ipc.codec import QError
+        from pretrade.ipc.dispatch import Dispatcher
+        from pretrade.ipc.server import BackgroundServer
+
+        def mode(conn, kind, key, value, who, reason=b"", share=None):
+            try:
+                c = self.modes.set(_s(kind), _s(key), _s(value), _s(who), _s(reason),
+                                   None if share is None else float(share))
+            except ValueError as e:
+                raise QError(str(e)) from None
+            return f"{c.kind} {c.key} -> {c.mode}"  # a symbol (bytes would go out as raw payload)
+
+        def status(conn):
+            return {k: (str(v) if isinstance(v, dict) else v) for k, v in self.status().items()}
+
+        return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status},
+                                           expressions={".gw.status": status}), self.host, self.control_port)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fix-port", type=int, default=GATEWAY_PORT,
+                   help=f"FIX acceptor port for clients (default {GATEWAY_PORT}; SenderCompID {GATEWAY_ID})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--tp", default="localhost:5010",
+                   help="tickerplant HOST:PORT: limits, heartbeat, quotes in; decisions and orders out (default localhost:5010)")
+    p.add_argument("--rte", default="localhost:5013",
+                   help="risk engine HOST:PORT asked for its current limits (.rte.limits) on each (re)subscription, "
+                        "so a restarted gateway need not wait for the next change; '' to skip (default localhost:5013)")
+    p.add_argument("--exchange", default=f"127.0.0.1:{EXCHANGE_PORT}",
+                   help=f"exchange FIX HOST:PORT (TargetCompID {EXCHANGE_ID}; default 127.0.0.1:{EXCHANGE_PORT})")
+    p.add_argument("--ttl", type=float, default=3.0,
+                   help="seconds without an engine heartbeat or limits before conservative static limits bind (default 3)")
+    p.add_argument("--fallback-scale", type=float, default=0.5,
+                   help="the fallback's share of the static ceilings in config/limits.toml (default 0.5)")
+    p.add_argument("--clients", default=None, help="allowed clients file (default config/fix_clients.toml)")
+    p.add_argument("--limits", default=None, help="static limits and check parameters (default config/limits.toml)")
+    p.add_argument("--model", default=str(ROOT / "models" / "fatfinger.onnx"),
+                   help="fat-finger ONNX model with its card (default models/fatfinger.onnx of the project); "
+                        "'none' turns the check off")
+    p.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "ab"],
+                   help="default enforcement mode: enforce (dynamic limits bind), shadow (static bind, "
+                        "dynamic recorded), ab (a share of flow on dynamic); change per sym or strategy at "
+                        "run time with .gw.mode on the control port")
+    p.add_argument("--ab-share", type=float, default=0.5, help="A/B: share of (account, strategy) keys on dynamic limits")
+    p.add_argument("--port", type=int, default=CONTROL_PORT,
+                   help=f"kdb+ IPC control port (.gw.status, .gw.mode[`sym|`strategy;`KEY;`mode;`who]; default {CONTROL_PORT}; 0 disables)")
+    p.add_argument("--workdir", default="var/fix/gateway", help="QuickFIX settings, stores and logs (default var/fix/gateway)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretrade.gateway.process import wait_for_signal
+    from pretrade.ipc.client import parse_addr
+
+    svc = GatewayService(Path(args.workdir), args.fix_port, args.tp or None, parse_addr(args.exchange), args.host,
+                         args.ttl, args.fallback_scale, args.clients, args.limits,
+                         None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
+                         args.port or None, args.rte or None).start()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # startup objects (model, config, pandas) leave the GC's scans: fewer pauses per order
+    try:
+        wait_for_signal()
+    finally:
+        svc.stop()
+    return 0
