@@ -129,7 +129,7 @@ class Timer:
 def initiator(workdir: Path, port: int, sender: str, target: str, password: str | None):
     import quickfix as fix
 
-    from pretrade.gateway.sessions import settings
+    from pretrade.gateway.sessions import FixEngine, settings
 
     timer = Timer()
     logged = threading.Event()
@@ -160,8 +160,7 @@ def initiator(workdir: Path, port: int, sender: str, target: str, password: str 
 
     app = App()
     s = settings("initiator", workdir, [], sender=sender, target=target, host="127.0.0.1", port=port)
-    ini = fix.SocketInitiator(app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
-    ini.start()
+    ini = FixEngine("initiator", app, s).start()
     if not logged.wait(15):
         raise RuntimeError(f"{sender} -> {target} did not log on")
     return ini, app, timer, sid_box[0]
@@ -171,7 +170,7 @@ def bare_acceptor(workdir: Path, port: int):
     """A QuickFIX acceptor that answers every NewOrderSingle with an ExecutionReport New."""
     import quickfix as fix
 
-    from pretrade.gateway.sessions import settings
+    from pretrade.gateway.sessions import FixEngine, settings
 
     class Bare(fix.Application):
         n = 0
@@ -204,8 +203,7 @@ def bare_acceptor(workdir: Path, port: int):
 
     app = Bare()
     s = settings("exchange", workdir, ["CLIENT1"], sender="BARE", host="127.0.0.1", port=port)
-    acc = fix.SocketAcceptor(app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
-    acc.start()
+    acc = FixEngine("acceptor", app, s).start()
     return acc, app
 
 
@@ -238,7 +236,7 @@ def bench_fix(trips: int, model_path: str | None) -> dict:
     bare_port, ex_port, gw_port = free_port(), free_port(), free_port()
     bare, _ = bare_acceptor(tmp / "bare", bare_port)
     venue = Venue.primed(seed=1, syms=["ACME"])
-    ex, _ = start_exchange(tmp / "ex", ex_port, venue=venue)
+    ex = start_exchange(tmp / "ex", ex_port, venue=venue)
     svc = GatewayService(tmp / "gw", gw_port, tp=None, exchange=("127.0.0.1", ex_port), ttl_s=1e9,
                          model_path=model_path).start()
     # a round trip takes ~0.2 ms, so the session rate limit (500/s in config/limits.toml) would

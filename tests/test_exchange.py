@@ -76,8 +76,8 @@ def test_over_fix(tmp_path, venue):
     from pretrade.gateway.fixclient import FixInitiator
 
     port = free_port()
-    acceptor, _ = start_exchange(tmp_path / "ex", port, venue=venue)
-    c = FixInitiator(tmp_path / "c", port, "PRETRADE", "EXCH")
+    exchange = start_exchange(tmp_path / "ex", port, members=["MEMBER2"], venue=venue)
+    c = FixInitiator(tmp_path / "c", port, "MEMBER2", "EXCH")
     try:
         assert c.wait_logon(10)
         c.send(m.NEW_ORDER, {m.CL_ORD_ID: "f1", m.SYMBOL: "ESZ6", m.SIDE: "2", m.ORDER_QTY: 2,
@@ -90,4 +90,4 @@ def test_over_fix(tmp_path, venue):
         assert rej[m.MSG_TYPE] == m.CANCEL_REJECT and rej[m.CXL_REJ_RESPONSE_TO] == "1"
     finally:
         c.stop()
-        acceptor.stop()
+        exchange.stop()

@@ -107,7 +107,7 @@ def trained():
 
     torch.set_num_threads(1)
     train = simulate_paths(BS, C.maturity, 20, 4000, seed=11)
-    cfg = TrainConfig(costs=(0.0, 0.001, 0.002), iterations=60, batch=1000)
+    cfg = TrainConfig(costs=(0.0, 0.001, 0.002), iterations=100, batch=800)
     net = train_agent(train, C, PREMIUM, cfg, seed=0)
     return net, train, simulate_paths(BS, C.maturity, 20, 8000, seed=12)
 

@@ -49,6 +49,9 @@ def test_features_read_the_side_the_order_hits():
     assert f["log_sigma_bps"] == pytest.approx(np.log(10.0), rel=1e-5)
     assert f["log_q_volume"] == pytest.approx(np.log(300 / 5000), rel=1e-5)
     assert f["imbalance"] < 0 < dict(zip(IMPACT_FEATURES, sell, strict=True))["imbalance"]  # asks thinner than bids
+    assert f["log_horizon_s"] == 0.0  # sent at once
+    worked = dict(zip(IMPACT_FEATURES, impact_features(300, 1, book, 0.001, 5000, horizon_s=120)[0], strict=True))
+    assert worked["log_horizon_s"] == pytest.approx(np.log1p(120), rel=1e-5)
 
 
 def test_features_refuse_bad_input():
@@ -58,6 +61,8 @@ def test_features_refuse_bad_input():
         impact_features(0, 1, _book(), 0.001, 1000)
     with pytest.raises(ValueError, match="side"):
         impact_features(100, 2, _book(), 0.001, 1000)
+    with pytest.raises(ValueError, match="horizon"):
+        impact_features(100, 1, _book(), 0.001, 1000, horizon_s=-1)
 
 
 def test_sqrt_law_fit_recovers_its_parameters():
@@ -100,11 +105,14 @@ def test_onnx_agrees_with_torch_and_card_is_checked(tmp_path):
 
 
 def test_executions_are_deterministic_by_seed():
-    a = simulated_executions(5, duration=180)
-    b = simulated_executions(5, duration=180)
-    assert len(a) > 10
+    a = simulated_executions(5, duration=420, metaorders_per_hour=30)
+    b = simulated_executions(5, duration=420, metaorders_per_hour=30)
     assert a.equals(b)
-    assert (a["slippage_bps"] > 0).all()  # market orders pay at least half the spread
+    orders, metas = a[a["kind"] == "order"], a[a["kind"] == "metaorder"]
+    assert len(orders) > 40 and len(metas) > 3
+    assert (orders["slippage_bps"] > 0).all()  # market orders pay at least half the spread
+    assert (orders["horizon_s"] == 0).all() and (metas["horizon_s"] > 0).all()
+    assert metas[["bid1", "ask1", "rv_1m"]].notna().all().all()  # the book and features at the start
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +125,9 @@ def test_shipped_model_beats_the_fitted_sqrt_law_on_a_held_out_run(held_out):
     model = ImpactModel(MODEL)
     df = held_out
     pred = predict_slippage(model, df["qty"].to_numpy(), df["side"].to_numpy(), df, df["rv_1m"].to_numpy(),
-                            df["volume_1m"].to_numpy())
+                            df["volume_1m"].to_numpy(), df["horizon_s"].to_numpy())
     X = impact_features(df["qty"].to_numpy(), df["side"].to_numpy(), df, df["rv_1m"].to_numpy(),
-                        df["volume_1m"].to_numpy())
+                        df["volume_1m"].to_numpy(), df["horizon_s"].to_numpy())
     y = df["slippage_bps"].to_numpy()
     mae_nn = np.mean(np.abs(pred - y))
     mae_law = np.mean(np.abs(sqrt_law(X, **model.card["sqrt_law"]) - y))

@@ -92,6 +92,7 @@ def test_calibrated_score_is_monotonic_with_tiers_at_the_calibrated_quantiles():
     assert np.mean(tier_codes(cal.score(e)) >= 1) == pytest.approx(0.001, abs=0.0002)
     assert np.mean(tier_codes(cal.score(e)) >= 2) == pytest.approx(0.00001, abs=0.00001)
     assert not np.any(tier_codes(cal.score(e)) == 3)  # Critical: beyond every normal error
+    assert cal.critical == pytest.approx(1.5 * e.max())
     with pytest.raises(ValueError, match="at least 100"):
         Calibration.fit(e[:10])
 

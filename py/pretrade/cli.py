@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("pretrade.gateway.service", "FIX gateway: checks every client order against the live limits, forwards to the exchange"),
     "exchange": ("pretrade.gateway.exchange", "simulated FIX venue over the simulator's matching engine"),
     "gateway-report": ("pretrade.gateway.report", "shadow-mode and A/B reports from the gateway's decision rows"),
+    "api": ("pretrade.ops.api", "REST API, live dashboard and Prometheus metrics (risk officers act, traders read)"),
 }
 
 

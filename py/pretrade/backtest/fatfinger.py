@@ -1,10 +1,12 @@
 """Walk-forward evaluation of the fat-finger model against static limits, on held-out days.
 
 Simulated days (seeds never used to train the shipped model) are laid end to end, one calendar
-day apart. Each fold retrains the model on everything before its test window (minus an
-embargo), calibrates and sets its block threshold on the latest quarter of that training data,
-tunes the static limits on the same training data, and scores the test window. The out-of-fold
-predictions of all folds give the report's figures.
+day apart, after a history of earlier days (the busier training and calibration days the shipped
+model is trained on, which every fold may train on and none is tested on). Each fold retrains the
+model on everything before its test window (minus an embargo), calibrates and sets its block
+threshold on the latest quarter of that training data, tunes the static limits on the same
+training data, and scores the test window. The out-of-fold predictions of all folds give the
+report's figures.
 """
 
 from __future__ import annotations
@@ -67,12 +69,14 @@ class WalkForwardResult:
         return classification_report(d.y.astype(bool), p, f, d.kind, d.gross, d.time)
 
 
-def simulate_days(seeds: list[int], duration: int, start: str = "2026-11-20 14:30:00") -> OrderSet:
-    """One fat-finger day per seed, the k-th starting k calendar days after `start`."""
+def simulate_days(seeds: list[int], duration: int, start: str = "2026-11-20 14:30:00",
+                  params: list[dict[str, float]] | None = None) -> OrderSet:
+    """One fat-finger day per seed, the k-th starting k calendar days after `start`, simulated
+    with `params[k]` (the scenario's SIM_PARAMS when None)."""
     t0, parts = time.perf_counter(), []
     for k, s in enumerate(seeds):
         day_start = (pd.Timestamp(start) + k * DAY).strftime("%Y-%m-%d %H:%M:%S")
-        parts.append(simulated_orders(s, duration, start=day_start))
+        parts.append(simulated_orders(s, duration, start=day_start, **(params[k] if params else {})))
         log.info("day %d (seed %d): %d orders, %d errors (%.0f s)", k, s, len(parts[-1]),
                  int(parts[-1].y.sum()), time.perf_counter() - t0)
     return OrderSet.concat(parts)
@@ -85,8 +89,16 @@ def _split_fit_cal(fold: Fold, frac: float = 0.75) -> tuple[np.ndarray, np.ndarr
 
 
 def run_walk_forward(data: OrderSet, n_folds: int = 3, embargo_s: float = 600.0, seed: int = 0,
-                     min_train: float = 0.34) -> WalkForwardResult:
-    """Retrain-and-test over chronological folds; model vs static limits on every test window."""
+                     min_train: float = 0.34, history: OrderSet | None = None) -> WalkForwardResult:
+    """Retrain-and-test over chronological folds; model vs static limits on every test window.
+
+    The first `min_train` of `data` only trains. `history` (optional, all earlier than `data`) is
+    prepended: every fold trains on it, none tests on it (the guard refuses a history that is not
+    earlier). The result's `data` is then history + data."""
+    if history is not None and len(history):
+        n_hist = len(history)
+        data = OrderSet.concat([history, data])
+        min_train = (n_hist + 0.5 + min_train * (len(data) - n_hist)) / len(data)  # +0.5: no float slip into history
     test_all, p_all, f_all, s_all, fs_all, folds = [], [], [], [], [], []
     for fold in walk_forward(data.time, n_folds, int(embargo_s * 1e9), min_train):
         fit, cal = _split_fit_cal(fold)
@@ -123,11 +135,11 @@ def run_walk_forward(data: OrderSet, n_folds: int = 3, embargo_s: float = 600.0,
 
 
 def score_served(result: WalkForwardResult, model_path: str | Path) -> dict[str, Any]:
-    """Metrics of the shipped ONNX model (trained on other seeds) on every backtest day."""
+    """Metrics of the shipped ONNX model (trained on other seeds) on every test window."""
     from pretrade.models.fatfinger import FatFingerModel
 
     model = FatFingerModel(model_path)
-    d = result.data
+    d = result.data.take(result.test_idx)
     p, flags = model.score(d.X)
     rep = classification_report(d.y.astype(bool), p, flags, d.kind, d.gross, d.time)
     return {"version": model.version, "threshold": model.threshold, "p": p, **rep}

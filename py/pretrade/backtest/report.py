@@ -92,7 +92,11 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
         "",
         f"Command: `{meta.get('command', '')}`. Days (simulation seeds, never used to train the shipped model): "
         f"{meta.get('seeds')}, {meta.get('duration')} s each, scenario `fat-finger` with {meta.get('sim_params')}. "
-        f"{len(res.folds)} expanding-window folds, embargo {meta.get('embargo_s')} s; each fold retrains, "
+        + (f"Before them, history days every fold trains on and none is tested on: seeds {meta['history_seeds']} "
+           f"with {meta['history_params']['train']} and {meta['cal_seeds']} with {meta['history_params']['cal']} "
+           "(the shipped model's training and calibration days). "
+           if meta.get("history_seeds") or meta.get("cal_seeds") else "")
+        + f"{len(res.folds)} expanding-window folds, embargo {meta.get('embargo_s')} s; each fold retrains, "
         "calibrates (Platt) and sets its threshold (at most 0.05% of valid orders flagged) on the latest "
         "quarter of its training rows, and tunes the static limits on the same training rows.",
         "",
@@ -114,7 +118,7 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
         _row("layered: model or scaled static limits (as in the gateway)", res.report("layered")),
     ]
     if res.served is not None:
-        lines.append(_row(f"shipped model {res.served['version']} (all days)", res.served))
+        lines.append(_row(f"shipped model {res.served['version']} (all test windows)", res.served))
     lines += ["", "## Recall per error kind", "", "| kind | errors | model | static limits |", "|---|---|---|---|"]
     for k, v in m["recall_by_kind"].items():
         lines.append(f"| {k} | {v['errors']} | {_pct(v['recall'])} | {_pct(b['recall_by_kind'][k]['recall'])} |")

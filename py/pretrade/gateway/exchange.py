@@ -253,18 +253,25 @@ class ExchangeApp:
             fix.Session.sendToTarget(m.build(mt, fields), sid)
 
 
-def start_exchange(workdir: Path, port: int, host: str = "127.0.0.1", members: list[str] | None = None,
-                   venue: Venue | None = None):
-    """Start the venue's acceptor; returns (acceptor, app). Stop with acceptor.stop()."""
-    import quickfix as fix
+class RunningExchange:
+    """A started venue acceptor: `app` (with its `venue`) and `stop()`."""
 
-    from pretrade.gateway.sessions import settings
+    def __init__(self, acceptor, app: ExchangeApp) -> None:
+        self.acceptor, self.app = acceptor, app
+
+    def stop(self) -> None:
+        """Stop the acceptor."""
+        self.acceptor.stop()
+
+
+def start_exchange(workdir: Path, port: int, host: str = "127.0.0.1", members: list[str] | None = None,
+                   venue: Venue | None = None) -> RunningExchange:
+    """Start the venue's acceptor on `port` (members: the SenderCompIDs allowed to connect)."""
+    from pretrade.gateway.sessions import FixEngine, settings
 
     app = ExchangeApp(venue or Venue.primed())
     s = settings("exchange", Path(workdir), members or [GATEWAY_ID], sender=EXCHANGE_ID, host=host, port=port)
-    acceptor = fix.SocketAcceptor(app.app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
-    acceptor.start()
-    return acceptor, app
+    return RunningExchange(FixEngine("acceptor", app.app, s).start(), app)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -283,12 +290,12 @@ def run(args: argparse.Namespace) -> int:
     from pretrade.gateway.process import wait_for_signal
 
     venue = Venue.primed(args.scenario, args.seed, [s for s in args.syms.split(",") if s] or None)
-    acceptor, _ = start_exchange(Path(args.workdir), args.fix_port, args.host,
-                                 [x for x in args.members.split(",") if x], venue)
+    running = start_exchange(Path(args.workdir), args.fix_port, args.host,
+                             [x for x in args.members.split(",") if x], venue)
     log.info("exchange %s listening on %s:%d for %s (FIX 4.4); books: %s", EXCHANGE_ID, args.host,
              args.fix_port, args.members, ", ".join(f"{s} {venue.mid(s):g}" for s in venue.insts))
     try:
         wait_for_signal()
     finally:
-        acceptor.stop()
+        running.stop()
     return 0

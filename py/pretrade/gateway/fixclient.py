@@ -19,7 +19,7 @@ class FixInitiator:
                  host: str = "127.0.0.1") -> None:
         import quickfix as fix
 
-        from pretrade.gateway.sessions import settings
+        from pretrade.gateway.sessions import FixEngine, settings
 
         self.received: queue.Queue = queue.Queue()
         self.admin: queue.Queue = queue.Queue()
@@ -55,8 +55,7 @@ class FixInitiator:
 
         self.app = _App()
         s = settings("initiator", Path(workdir), [], sender=sender, target=target, host=host, port=port)
-        self.initiator = fix.SocketInitiator(self.app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
-        self.initiator.start()
+        self.initiator = FixEngine("initiator", self.app, s).start()
 
     def wait_logon(self, timeout: float = 10.0) -> bool:
         """True once the session is logged on (False after `timeout` seconds)."""

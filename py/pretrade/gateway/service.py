@@ -60,9 +60,7 @@ class GatewayService:
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> GatewayService:
         """Subscribe, start the watchdog, the FIX sessions and the control port."""
-        import quickfix as fix
-
-        from pretrade.gateway.sessions import settings
+        from pretrade.gateway.sessions import FixEngine, settings
 
         for name, target in (("subscription", self._subscribe), ("watchdog", self._watchdog)):
             t = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
@@ -70,12 +68,11 @@ class GatewayService:
             self._threads.append(t)
         s = settings("gateway_clients", self.workdir / "clients", list(self.clients), sender=GATEWAY_ID,
                      host=self.host, port=self.fix_port)
-        self.acceptor = fix.SocketAcceptor(self.gateway.client_app, fix.FileStoreFactory(s), s, fix.FileLogFactory(s))
+        self.acceptor = FixEngine("acceptor", self.gateway.client_app, s)
         ex_host, ex_port = self.exchange_addr
         s2 = settings("gateway_exchange", self.workdir / "exchange", [], sender=GATEWAY_ID, target=EXCHANGE_ID,
                       host=ex_host, port=ex_port)
-        self.initiator = fix.SocketInitiator(self.gateway.exchange_app, fix.FileStoreFactory(s2), s2,
-                                             fix.FileLogFactory(s2))
+        self.initiator = FixEngine("initiator", self.gateway.exchange_app, s2)
         self.initiator.start()
         self.acceptor.start()
         if self.control_port is not None:

@@ -100,3 +100,28 @@ def load_clients(path: str | Path | None = None, env: dict[str, str] | None = No
             log.warning("FIX client %s cannot log on: environment variable %s is not set", comp_id, var)
         out[comp_id] = FixClient(comp_id, password, str(c.get("account", comp_id)))
     return out
+
+
+class FixEngine:
+    """A QuickFIX SocketAcceptor or SocketInitiator with everything it points to kept alive.
+
+    QuickFIX's C++ acceptor and initiator keep references to the application, the settings and
+    the store and log factories; Python must hold them for as long as the engine lives, or the
+    engine reads freed memory (an intermittent crash at start or stop).
+    """
+
+    def __init__(self, kind: str, app, session_settings) -> None:
+        import quickfix as fix
+
+        self.app, self.settings = app, session_settings
+        self.store = fix.FileStoreFactory(session_settings)
+        self.logs = fix.FileLogFactory(session_settings)
+        cls = fix.SocketAcceptor if kind == "acceptor" else fix.SocketInitiator
+        self.engine = cls(app, self.store, session_settings, self.logs)
+
+    def start(self) -> FixEngine:
+        self.engine.start()
+        return self
+
+    def stop(self) -> None:
+        self.engine.stop()

@@ -100,7 +100,7 @@ class TrainConfig:
 
     costs: tuple[float, ...] = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005)  # proportional, per side
     fixed: float = 0.0
-    iterations: int = 300
+    iterations: int = 200
     batch: int = 2000          # paths per cost level per iteration
     lr: float = 3e-3
     hidden: int = 32

@@ -34,6 +34,7 @@ class Calibration:
     q_elevated: float
     q_high: float
     q_critical: float
+    critical_margin: float = 1.0
 
     @classmethod
     def fit(
@@ -42,20 +43,22 @@ class Calibration:
         q_elevated: float = 0.999,
         q_high: float = 0.99999,
         q_critical: float = 1.0,
+        critical_margin: float = 1.5,
     ) -> Calibration:
         """Thresholds at quantiles of held-out normal total errors (strictly increasing).
 
         The defaults put 0.1% of normal 100 ms rows at Elevated or above, 0.001% at High Alert
-        (about one episode per instrument per 6.5 h day) and Critical beyond the largest normal
-        error seen.
+        (about one episode per instrument per 6.5 h day) and Critical at 1.5 times the largest
+        normal error seen, so the circuit breaker needs an error clearly beyond normal.
         """
         e = np.asarray(total_errors, dtype=np.float64)
         if len(e) < 100:
             raise ValueError(f"calibration needs at least 100 normal rows, got {len(e)}")
         qs = np.quantile(e, [0.5, q_elevated, q_high, q_critical])
+        qs[3] *= critical_margin
         for k in range(1, 4):  # keep anchors strictly increasing even on degenerate data
             qs[k] = max(qs[k], qs[k - 1] * (1 + 1e-6) + 1e-12)
-        return cls(*map(float, qs), q_elevated, q_high, q_critical)
+        return cls(*map(float, qs), q_elevated, q_high, q_critical, critical_margin)
 
     def anchors(self) -> np.ndarray:
         return np.array([self.median, self.elevated, self.high, self.critical])

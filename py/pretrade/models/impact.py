@@ -46,11 +46,13 @@ IMPACT_FEATURES: tuple[str, ...] = (
     "log_sigma_bps",     # log of 1-minute realized volatility in bps (pretrade.features rv_1m)
     "log_q_volume",      # log(order size / traded volume of the last minute) (volume_1m)
     "imbalance",         # (depth of the side hit - other side) / sum over 5 levels
+    "log_horizon_s",     # log(1 + seconds the order is worked over): 0 for an immediate order
 )
 N_IMPACT = len(IMPACT_FEATURES)
 TRAIN_SEEDS = (21, 22, 23, 24, 25, 26)
 TEST_SEEDS = (31, 32)
 SIZE_RANGE = (0.05, 30.0)  # order sizes, in multiples of the market maker's first-level quote
+METAORDERS_PER_HOUR = 6.0  # per instrument (the normal scenario's default is 2)
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -63,9 +65,11 @@ def _levels(book: pd.DataFrame | dict, side: str, n: int) -> np.ndarray:
 
 
 def impact_features(qty: np.ndarray | float, side: np.ndarray | int, book: pd.DataFrame | dict,
-                    rv_1m: np.ndarray | float, volume_1m: np.ndarray | float) -> np.ndarray:
+                    rv_1m: np.ndarray | float, volume_1m: np.ndarray | float,
+                    horizon_s: np.ndarray | float = 0.0) -> np.ndarray:
     """The model's input rows (n, N_IMPACT) float32: order size (units), side (+1 buy, -1 sell),
-    the prevailing `book` rows (schema columns), rv_1m and volume_1m of pretrade.features."""
+    the prevailing `book` rows (schema columns), rv_1m and volume_1m of pretrade.features, and
+    the seconds an algo works the order over (0: sent at once)."""
     qty = np.atleast_1d(np.asarray(qty, dtype=np.float64))
     side = np.atleast_1d(np.asarray(side, dtype=np.float64))
     n = BOOK_LEVELS
@@ -73,8 +77,11 @@ def impact_features(qty: np.ndarray | float, side: np.ndarray | int, book: pd.Da
     ask, asz = _levels(book, "ask", n), np.nan_to_num(_levels(book, "asize", n))
     if np.any(np.isnan(bid[:, 0]) | np.isnan(ask[:, 0])) or np.any(ask[:, 0] <= bid[:, 0]):
         raise ValueError("impact features need a two-sided, uncrossed book (bid1 < ask1)")
+    horizon = np.asarray(horizon_s, dtype=np.float64) * np.ones(len(qty))
     if np.any(qty <= 0) or not np.all(np.isin(side, (-1.0, 1.0))):
         raise ValueError("qty must be positive and side +1 (buy) or -1 (sell)")
+    if np.any(~(horizon >= 0)):
+        raise ValueError("horizon_s must be a number of seconds >= 0")
     mid = (bid[:, :1] + ask[:, :1]) / 2
     buy = side[:, None] > 0
     px = np.where(buy, ask, bid)           # the side an order of this side hits
@@ -98,6 +105,7 @@ def impact_features(qty: np.ndarray | float, side: np.ndarray | int, book: pd.Da
         np.log(sigma_bps),
         np.log(qty / vol),
         (s5 - o5) / np.maximum(s5 + o5, 1.0),
+        np.log1p(horizon),
     ])
     return X.astype(np.float32)
 
@@ -109,15 +117,18 @@ def sqrt_law_inputs(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- data -----------------------------------------------------------------------------------
-def simulated_executions(seed: int, duration: int = 3600, scenario: str = "normal") -> pd.DataFrame:
-    """Market orders of random sizes walked through the simulator's books, one per instrument at
-    the end of every simulated minute. Columns: time, sym, side, qty, fill_ratio, slippage_bps,
-    the book row seen at arrival, rv_1m, volume_1m (features strictly before the order)."""
+def simulated_executions(seed: int, duration: int = 3600, metaorders_per_hour: float = METAORDERS_PER_HOUR,
+                         ) -> pd.DataFrame:
+    """Executions in the simulator's books: market orders of random sizes, one per instrument at
+    the end of every simulated minute (kind "order", horizon 0), and the metaorders the `normal`
+    scenario's execution algos work in clips (kind "metaorder", horizon = clips x interval).
+    Columns: time, sym, kind, side, qty, horizon_s, fill_ratio, slippage_bps, the book row seen
+    at arrival, rv_1m, volume_1m (features strictly before arrival)."""
     from pretrade.features.batch import compute_features
     from pretrade.market.simulator import BUY, Simulation
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 8]))
-    sim = Simulation(scenario, seed, duration=duration)
+    sim = Simulation("normal", seed, duration=duration, metaorders_per_hour=metaorders_per_hour)
     frames: dict[str, list[pd.DataFrame]] = {}
     rows = []
     for block in sim.blocks():
@@ -135,7 +146,8 @@ def simulated_executions(seed: int, duration: int = 3600, scenario: str = "norma
             side = BUY if rng.random() < 0.5 else -BUY
             lots = max(1, round(ins.mm_size * math.exp(rng.uniform(*np.log(SIZE_RANGE)))))
             qty = lots * ins.lot
-            row: dict[str, Any] = {"time": t_ns, "sym": ins.sym, "side": int(side), "qty": qty}
+            row: dict[str, Any] = {"time": t_ns, "sym": ins.sym, "kind": "order", "side": int(side), "qty": qty,
+                                   "horizon_s": 0.0}
             for k in range(BOOK_LEVELS):
                 row[f"bid{k + 1}"] = bp[k] * ins.tick if k < len(bp) else np.nan
                 row[f"bsize{k + 1}"] = bs[k] if k < len(bs) else 0
@@ -154,17 +166,44 @@ def simulated_executions(seed: int, duration: int = 3600, scenario: str = "norma
     feats = compute_features(tables)[["time", "sym", "rv_1m", "volume_1m"]]
     out = pd.DataFrame(rows)
     out["time"] = pd.to_datetime(out["time"], unit="ns")
+    metas = _metaorder_rows(sim, tables["book"])
+    if len(metas):
+        out = pd.concat([out, metas], ignore_index=True)
     out = pd.merge_asof(out.sort_values("time", kind="stable"), feats.sort_values("time", kind="stable"),
                         on="time", by="sym", direction="backward", allow_exact_matches=False)
     out["seed"] = seed
     return out.dropna(subset=["rv_1m", "volume_1m"]).reset_index(drop=True)
 
 
+def _metaorder_rows(sim, book: pd.DataFrame) -> pd.DataFrame:
+    """The run's completed metaorders as execution rows, each with the last `book` row before
+    its first child (the book the algo saw when it started)."""
+    rows = []
+    for s in sim.sims:
+        for m in s.metaorders:
+            if m.filled < m.qty or math.isnan(m.arrival_mid):
+                continue
+            arrival = m.arrival_mid * s.ins.tick
+            vwap = m.notional / m.filled
+            rows.append({"time": pd.Timestamp(sim.start_ns + int(m.start * 1e9), unit="ns"), "sym": m.sym,
+                         "kind": "metaorder", "side": int(m.side), "qty": m.qty,
+                         "horizon_s": math.ceil(m.qty / m.clip) * m.interval, "fill_ratio": 1.0,
+                         "slippage_bps": m.side * (vwap - arrival) / arrival * 1e4})
+    if not rows:
+        return pd.DataFrame()
+    cols = [c for c in book.columns if c != "time" and c != "sym"]
+    df = pd.DataFrame(rows).sort_values("time", kind="stable")
+    b = book.loc[book["bid1"].notna() & book["ask1"].notna() & (book["bid1"] < book["ask1"])]
+    df = pd.merge_asof(df, b[["time", "sym", *cols]].sort_values("time", kind="stable"), on="time", by="sym",
+                       direction="backward", allow_exact_matches=False)
+    return df.dropna(subset=["bid1", "ask1"])
+
+
 def dataset(seeds: tuple[int, ...], duration: int = 3600) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Feature rows, slippage targets (bps) and the raw executions of several simulated runs."""
     df = pd.concat([simulated_executions(s, duration) for s in seeds], ignore_index=True)
     X = impact_features(df["qty"].to_numpy(), df["side"].to_numpy(), df, df["rv_1m"].to_numpy(),
-                        df["volume_1m"].to_numpy())
+                        df["volume_1m"].to_numpy(), df["horizon_s"].to_numpy())
     return X, df["slippage_bps"].to_numpy(dtype=np.float64), df
 
 
@@ -300,27 +339,34 @@ class ImpactModel:
         return out[:, 0].astype(np.float64)
 
     def predict_slippage(self, qty: np.ndarray | float, side: np.ndarray | int, book: pd.DataFrame | dict,
-                         rv_1m: np.ndarray | float, volume_1m: np.ndarray | float) -> np.ndarray:
-        """Predicted slippage (bps, >= 0 means cost) of orders of `qty` units and `side` (+1/-1)
-        against the prevailing book rows and features (rv_1m, volume_1m of pretrade.features)."""
-        return self.predict(impact_features(qty, side, book, rv_1m, volume_1m))
+                         rv_1m: np.ndarray | float, volume_1m: np.ndarray | float,
+                         horizon_s: np.ndarray | float = 0.0) -> np.ndarray:
+        """Predicted slippage (bps, > 0 is a cost) of orders of `qty` units and `side` (+1/-1)
+        against the prevailing book rows and features (rv_1m, volume_1m of pretrade.features),
+        sent at once (horizon 0) or worked by an algo over `horizon_s` seconds."""
+        return self.predict(impact_features(qty, side, book, rv_1m, volume_1m, horizon_s))
 
 
 def predict_slippage(model: ImpactModel, qty: np.ndarray | float, side: np.ndarray | int,
                      book: pd.DataFrame | dict, rv_1m: np.ndarray | float,
-                     volume_1m: np.ndarray | float) -> np.ndarray:
+                     volume_1m: np.ndarray | float, horizon_s: np.ndarray | float = 0.0) -> np.ndarray:
     """Predicted slippage (bps) of orders; see ImpactModel.predict_slippage."""
-    return model.predict_slippage(qty, side, book, rv_1m, volume_1m)
+    return model.predict_slippage(qty, side, book, rv_1m, volume_1m, horizon_s)
 
 
 # ---- evaluation and training ------------------------------------------------------------------
 def evaluate(y: np.ndarray, pred_nn: np.ndarray, pred_law: np.ndarray, X: np.ndarray) -> dict[str, Any]:
-    """MAE of both models overall and on the largest 5% of orders (by Q / V and by Q / depth10)."""
+    """MAE of both models overall, on the largest 5% of orders (by Q / V and by Q / depth10), and
+    separately on immediate orders and on metaorders (horizon > 0)."""
     _, qv = sqrt_law_inputs(X)
     qd = X[:, IMPACT_FEATURES.index("log_q_depth10")]
+    meta = X[:, IMPACT_FEATURES.index("log_horizon_s")] > 0
     out: dict[str, Any] = {"orders": int(len(y)), "mean_slippage_bps": float(y.mean())}
     for name, mask in (("all", np.ones(len(y), bool)), ("top5_q_over_v", qv >= np.quantile(qv, 0.95)),
-                       ("top5_q_over_depth", qd >= np.quantile(qd, 0.95))):
+                       ("top5_q_over_depth", qd >= np.quantile(qd, 0.95)), ("immediate", ~meta),
+                       ("metaorders", meta)):
+        if not mask.any():
+            continue
         nn = float(np.mean(np.abs(pred_nn[mask] - y[mask])))
         law = float(np.mean(np.abs(pred_law[mask] - y[mask])))
         out[name] = {"orders": int(mask.sum()), "mae_nn_bps": nn, "mae_sqrt_law_bps": law,
@@ -352,12 +398,15 @@ def train_impact(out_dir: str | Path = "models", seed: int = 0, train_seeds: tup
         "version": f"impact-1.0.0+{data_hash[:8]}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "features": list(IMPACT_FEATURES),
-        "input": "pretrade.models.impact.impact_features(qty, side, book, rv_1m, volume_1m), float32",
+        "input": "pretrade.models.impact.impact_features(qty, side, book, rv_1m, volume_1m, horizon_s), float32",
         "output": "slippage_bps (n, 1): predicted side * (VWAP - arrival mid) / mid, bps",
         "training_data": {"scenario": "normal", "seeds": list(train_seeds), "seconds": duration,
                           "orders": int(len(y)), "sha256": data_hash,
                           "sizes": f"log-uniform {SIZE_RANGE} x the market maker's first-level quote",
-                          "how": "one market order per instrument per simulated minute, Simulation.submit"},
+                          "how": "one market order per instrument per simulated minute (Simulation.submit) "
+                                 "and the scenario's metaorders (execution algos, clips every 3 s)",
+                          "metaorders_per_hour": METAORDERS_PER_HOUR,
+                          "metaorders": int((X[:, IMPACT_FEATURES.index("log_horizon_s")] > 0).sum())},
         "test_data": {"seeds": list(test_seeds), "orders": int(len(yt))},
         "model": {"type": "MLP 64-64 SiLU, L1 loss, full-batch Adam", "seed": seed, "epochs": epochs},
         "sqrt_law": law,
@@ -380,6 +429,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # the machine is shared; one thread is as fast at these sizes
     card = train_impact(args.out, args.seed, tuple(args.train_seeds), tuple(args.test_seeds), args.duration,
                         args.epochs)
     print(json.dumps(card["evaluation"], indent=2))

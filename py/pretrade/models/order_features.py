@@ -24,6 +24,8 @@ FEATURES: tuple[str, ...] = (
     "qty_z_trader",       # the same in units of the trader's EW standard deviation of log(qty)
     "trader_orders",      # log(1 + orders the trader has sent in this instrument): history depth
     "qty_vs_volume",      # log(1 + qty) - log(1 + market volume over the last minute)
+    "qty_vs_firm",        # log(qty) minus the median log(qty) of the firm's recent orders in this instrument
+    "notional_gap",       # |qty_vs_trader - log(mid)|: ~0 when the trader's usual notional was typed as qty
     "px_vs_touch_bps",    # side * (price - touch) / mid in bps: a buy above the ask is positive
     "px_vs_touch_spreads",  # the same distance in units of the prevailing spread (tick-size free)
     "px_vs_trader_bps",   # px_vs_touch_bps minus the trader's EWMA of it in this instrument
@@ -39,6 +41,8 @@ FEATURES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURES)
 _ALPHA = 0.05        # EWMA weight of a trader's size and price habits (about the last 20 orders)
+_FIRM_SIZES = 64     # recent sizes per instrument (all accounts) for the firm's habit
+_NO_GAP = 10.0       # notional_gap when there is no size habit or no mid
 _SIDE_ALPHA = 0.1    # EWMA weight of a trader's side in an instrument
 _HABIT_BPS = 500.0   # distances from the touch beyond this count as this much in the habit
 _RECENT = 20         # orders per trader and instrument searched for duplicates
@@ -97,6 +101,13 @@ class TraderHistory:
 
     habits: dict[tuple[str, str], _Habit] = field(default_factory=dict)
     activity: dict[str, _Activity] = field(default_factory=dict)
+    firm_sizes: dict[str, deque] = field(default_factory=dict)  # sym -> recent log sizes, all accounts
+
+
+def _median(xs) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 def validate_order(order: Order) -> None:
@@ -125,6 +136,9 @@ def order_features(order: Order, market: Market, history: TraderHistory,
         act = history.activity[order.account] = _Activity(first_ns=order.time_ns)
     side, qty, price, t = order.side, float(order.qty), float(order.price), order.time_ns
 
+    firm = history.firm_sizes.get(order.sym)
+    if firm is None:
+        firm = history.firm_sizes[order.sym] = deque(maxlen=_FIRM_SIZES)
     lq = math.log(qty)
     sd = math.sqrt(h.var_lq) if h.n > 1 else 1.0
     qty_vs = lq - h.mean_lq if h.n else 0.0
@@ -151,18 +165,20 @@ def order_features(order: Order, market: Market, history: TraderHistory,
     row[1] = qty_vs / max(sd, 0.1) if h.n > 1 else 0.0
     row[2] = math.log1p(h.n)
     row[3] = math.log1p(qty) - math.log1p(max(market.volume_1m, 0.0))
-    row[4] = dev
-    row[5] = max(-_CLIP_BPS, min(_CLIP_BPS, dev / spread)) if spread > 0 else 0.0
-    row[6] = dev - h.mean_dev if h.n else 0.0
-    row[7] = px_mid
-    row[8] = side * h.side
-    row[9] = dup
-    row[10] = (len(act.last_min) + 1) / (usual + 1)
-    row[11] = (t % DAY_NS) / DAY_NS
-    row[12] = market.vol_z if math.isfinite(market.vol_z) else 0.0
-    row[13] = spread
-    row[14] = min(1.0, max(0.0, market.anomaly)) if math.isfinite(market.anomaly) else 0.0
-    row[15] = 1.0 if order.marketable else 0.0
+    row[4] = lq - _median(firm) if firm else 0.0
+    row[5] = abs(qty_vs - math.log(mid)) if quoted and h.n else _NO_GAP
+    row[6] = dev
+    row[7] = max(-_CLIP_BPS, min(_CLIP_BPS, dev / spread)) if spread > 0 else 0.0
+    row[8] = dev - h.mean_dev if h.n else 0.0
+    row[9] = px_mid
+    row[10] = side * h.side
+    row[11] = dup
+    row[12] = (len(act.last_min) + 1) / (usual + 1)
+    row[13] = (t % DAY_NS) / DAY_NS
+    row[14] = market.vol_z if math.isfinite(market.vol_z) else 0.0
+    row[15] = spread
+    row[16] = min(1.0, max(0.0, market.anomaly)) if math.isfinite(market.anomaly) else 0.0
+    row[17] = 1.0 if order.marketable else 0.0
 
     # record the order: running means at first (weight 1/n), then EWMAs; winsorised so that
     # one wild order (often an error itself) barely moves the habit
@@ -171,6 +187,7 @@ def order_features(order: Order, market: Market, history: TraderHistory,
     d = x - h.mean_lq if h.n else 0.0
     h.mean_lq = h.mean_lq + w * d if h.n else lq
     h.var_lq = (1 - w) * (h.var_lq + w * d * d) if h.n > 1 else 0.25
+    firm.append(lq)
     h.mean_dev += w * (max(-_HABIT_BPS, min(_HABIT_BPS, dev)) - h.mean_dev)
     h.side += max(1.0 / (h.n + 1), _SIDE_ALPHA) * (side - h.side)
     h.n += 1

@@ -177,6 +177,42 @@ def train(
     return path
 
 
+def recalibrate(
+    path: str | Path, cal_seed: int = 103, val_seed: int = 104, duration: int = 7200
+) -> dict:
+    """Refit the calibration and validation of an existing artifact (its weights unchanged) from
+    fresh normal data, and rewrite its card; returns the new card."""
+    from pretrade.models.anomaly import AnomalyScorer, Calibration, result_from_errors
+    from pretrade.models.card import write_card
+
+    scorer = AnomalyScorer(path)
+    features = scorer.features
+    cal_df, _ = simulated_features("normal", cal_seed, duration)
+    cal = Calibration.fit(scorer.errors(_matrix(cal_df, features)).mean(axis=1))
+    log.info("recalibrated on normal seed %d (%d rows): %s", cal_seed, len(cal_df), cal)
+
+    def score_fn(Z):
+        return result_from_errors(scorer.errors(Z), cal, features).score
+
+    card = dict(scorer.card)
+    card.update(
+        calibration=cal.as_dict(),
+        calibration_data={
+            "scenario": "normal",
+            "seed": cal_seed,
+            "seconds": duration,
+            "rows": len(cal_df),
+        },
+        validation=validate(score_fn, features, val_seed, duration),
+        recalibrated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    for k in ("artifact", "sha256"):
+        card.pop(k, None)
+    write_card(path, card)
+    log.info("validation: %s", json.dumps(card["validation"]))
+    return card
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="models", help="folder for vae.onnx and vae.json (default models)"
@@ -195,9 +231,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-seed", type=int, default=104, help="held-out day for validation")
     parser.add_argument("--duration", type=int, default=7200, help="seconds per simulated day")
     parser.add_argument("--epochs", type=int, help="training epochs (default from VaeConfig)")
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="keep OUT/vae.onnx's weights; refit its thresholds and validation, rewrite its card",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.recalibrate:
+        recalibrate(Path(args.out) / "vae.onnx", args.cal_seed, args.val_seed, args.duration)
+        return 0
     train(
         args.out,
         tuple(args.train_seeds),

@@ -305,6 +305,20 @@ class RiskEngine:
         out = [limits_output(rows)] if rows else []
         return out + [alerts_output(alerts)]
 
+    def override(self, sym: str, strategy: str, name: str, value: float, seconds: float, who: str,
+                 note: str = "") -> list[Output]:
+        """A person overrides one limit (a `limits` column name, e.g. maxQty) within its static
+        ceiling for `seconds` of event time; applied now and audited."""
+        if not who:
+            raise ValueError("an override needs the name of who makes it")
+        column = {"maxQty": "max_qty", "maxNotional": "max_notional", "bandBps": "band_bps",
+                  "passiveBandBps": "passive_band_bps", "maxPosition": "max_position", "maxRate": "max_rate"}
+        if name not in column:
+            raise ValueError(f"limit {name!r} cannot be overridden; one of {', '.join(column)}")
+        rows, alerts = self.policy.override(self.now, sym, strategy, column[name], float(value),
+                                            float(seconds), who, note)
+        return ([limits_output(rows)] if rows else []) + [alerts_output(alerts)]
+
     # ---- restart -------------------------------------------------------------------------------
 
     def restore(self, records: Iterable[tuple[str, str, Any]]) -> int:
@@ -475,7 +489,8 @@ class Service:
     def functions(self) -> dict[str, Any]:
         """The IPC functions: .rte.kill[sym;strategy;who;note], .rte.reset[sym;strategy;who],
         .rte.reduce[sym;strategy;who], .rte.deactivate[who;note], .rte.activate[who],
-        .rte.status[], .rte.limits[sym]. ` is "every" for sym and strategy. With a users file the
+        .rte.status[], .rte.limits[sym], .rte.override[sym;strategy;limit;value;seconds;who;note]
+        (limit: a `limits` column such as maxQty, within its static ceiling, for seconds of event time). ` is "every" for sym and strategy. With a users file the
         login name is recorded as who (a differing `who` argument goes into the note)."""
         def action(kind: str):
             def call(conn, *args):
@@ -514,7 +529,23 @@ class Service:
                 rows = [r for r in self.engine.policy.last.values() if sym in (ALL, r.sym)]
             return limits_output(sorted(rows, key=lambda r: r.seq)).columns if rows else []
 
+        def override(conn, sym, strategy, name, value, seconds, who=b"", note=b""):
+            from pretrade.ipc.codec import QError
+
+            who, note = _s(who), _s(note)
+            if conn.user and who and who != conn.user:
+                note = f"{note} (for {who})".strip()
+            who = conn.user or who
+            try:
+                with self.lock:
+                    self.publish(self.engine.override(_s(sym), _s(strategy), _s(name), float(value),
+                                                      float(seconds), who, note))
+            except (ValueError, TypeError) as e:
+                raise QError(str(e)) from None
+            return f"override {_s(sym)}/{_s(strategy) or '*'} {_s(name)}={float(value):g} by {who}"
+
         fs = {f".rte.{k}": action(k) for k in ACTIONS}
+        fs[".rte.override"] = override
         fs[".rte.status"] = status
         fs[".rte.limits"] = limits
         return fs

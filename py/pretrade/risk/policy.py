@@ -191,6 +191,8 @@ class Policy:
     calm_since: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     last: dict[tuple[str, str], Limit] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)
+    # a person's temporary override: (sym, strategy) -> {Scaled field: (value, until ns)}
+    overrides: dict[tuple[str, str], dict[str, tuple[float, int]]] = field(default_factory=dict)
 
     def _ensure(self, syms: list[str]) -> tuple[np.ndarray, list[int]]:
         """Index of each sym in the state arrays, registering new ones; and the positions (in
@@ -242,7 +244,55 @@ class Policy:
         for k in sorted(set(changed.tolist()) | set(fresh)):  # tier changed, or never published
             rows += self._limits_for(now, scores.syms[k], int(new[k]), float(scores.score[k]),
                                      scores.top[k], scores.model, "cycle")
+        if self.overrides:
+            rows += self._expire_overrides(now, {r.sym for r in rows})
         return rows, alerts
+
+    OVERRIDABLE = ("max_qty", "max_notional", "band_bps", "passive_band_bps", "max_position", "max_rate")
+
+    def override(self, now: int, sym: str, strategy: str, name: str, value: float, seconds: float,
+                 who: str, note: str = "") -> tuple[list[Limit], list[dict]]:
+        """A person sets one limit of (sym, strategy) to `value` for `seconds` of engine time, never
+        above its static ceiling (ValueError if it would be); the changed rows and an audit alert."""
+        if name not in self.OVERRIDABLE:
+            raise ValueError(f"limit {name!r} cannot be overridden; one of {', '.join(self.OVERRIDABLE)}")
+        if sym not in self._index:
+            raise ValueError(f"unknown instrument {sym!r}: the engine has seen {', '.join(self.syms) or 'none'}")
+        if strategy not in self.config.strategy_keys():
+            raise ValueError(f"unknown strategy {strategy!r}; configured: {', '.join(self.config.strategy_keys()[1:])}")
+        ceiling = getattr(self.config.static(sym, strategy), name)
+        if not 0 <= value <= ceiling or seconds <= 0:
+            raise ValueError(f"{name} {value:g} for {seconds:g} s is outside the static bounds "
+                             f"[0, {ceiling:g}] of {sym}/{strategy or '*'} (or the time is not positive)")
+        until = now + int(seconds * 1e9)
+        self.overrides.setdefault((sym, strategy), {})[name] = (value, until)
+        rows = self._republish(now, sym, f"override {name}={value:g} for {seconds:g}s by {who}")
+        text = f"override by {who} on {sym}/{strategy or '*'}: {name} = {value:g} for {seconds:g} s"
+        log.warning("%s %s", text, note)
+        return rows, [self._alert(now, sym, "warning", "override", "", who,
+                                  f"{text}: {note}" if note else text, strategy)]
+
+    def _expire_overrides(self, now: int, done: set[str]) -> list[Limit]:
+        """Drop overrides whose time is up and republish their instruments' rows."""
+        rows: list[Limit] = []
+        for key in list(self.overrides):
+            held = {k: v for k, v in self.overrides[key].items() if v[1] > now}
+            if len(held) == len(self.overrides[key]):
+                continue
+            if held:
+                self.overrides[key] = held
+            else:
+                del self.overrides[key]
+            if key[0] not in done:
+                rows += self._republish(now, key[0], "override expired")
+                done.add(key[0])
+        return rows
+
+    def _republish(self, now: int, sym: str, why: str) -> list[Limit]:
+        i = self._index[sym]
+        prev = self.last.get((sym, ALL))
+        return self._limits_for(now, sym, int(self.tier[i]), prev.score if prev else math.nan,
+                                prev.top if prev else "", prev.model if prev else "", why)
 
     def _limits_for(self, now: int, sym: str, tier: int, score: float, top: str, model: str,
                     why: str) -> list[Limit]:
@@ -252,6 +302,10 @@ class Policy:
         for strategy in self.config.strategy_keys():
             static = self.config.static(sym, strategy)
             v = scale(static, tier if active else -1, cfg)
+            held = self.overrides.get((sym, strategy))
+            if held:  # within the static ceiling, whatever the tier says
+                v = replace(v, **{k: type(getattr(v, k))(min(val, getattr(static, k)))
+                                  for k, (val, until) in held.items() if until > now})
             state, halt = trading_state(sym, strategy, tier if active else 0, self.controls, cfg)
             prev = self.last.get((sym, strategy))
             tier_name = TIERS[tier] if active else "NORMAL"
