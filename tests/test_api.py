@@ -234,7 +234,7 @@ def test_decisions_from_rdb_then_hdb_and_history(client, stack):
         tp.publish("decision", [{"sym": "NQZ6", "orderid": "o9", "clordid": "NEW-1", "account": "a", "strategy": "algo",
                                  "side": "buy", "qty": 10, "price": 100.0, "rule": "max_qty", "limit": 50.0,
                                  "value": 10.0, "outcome": "pass/dynamic", "latencyNs": 9000, "text": ""}])
-    today = wait_for(lambda: client.get("/decisions/NEW-1", headers=TRADER).json())
+    today = wait_for(lambda: (r := client.get("/decisions/NEW-1", headers=TRADER)).status_code == 200 and r.json())
     assert isinstance(today, list) and today[0]["clordid"] == "NEW-1" and today[0]["outcome"] == "pass/dynamic"
     old = client.get("/decisions/OLD-1", headers=TRADER).json()
     assert old[0]["rule"] == "max_qty" and old[0]["outcome"] == "reject/dynamic"

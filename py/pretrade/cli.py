@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("pretrade.backtest.cli", "walk-forward backtest of the fat-finger model vs static limits; Markdown report with plots"),
     "schema": ("pretrade.schema_cmd", "print the tables, or write the q schema (tickerplant/sym.q)"),
     "rte": ("pretrade.risk.engine", "real-time risk engine: features, scores and dynamic limits published to the tickerplant"),
-    "train": ("pretrade.models.train_vae", "train the VAE anomaly model on simulated normal days; write models/vae.onnx and its card"),
+    "train": ("pretrade.models.train", "train the models (VAE, fat-finger, ...) from a seed into models/ with a card each"),
     "gateway": ("pretrade.gateway.service", "FIX gateway: checks every client order against the live limits, forwards to the exchange"),
     "exchange": ("pretrade.gateway.exchange", "simulated FIX venue over the simulator's matching engine"),
     "gateway-report": ("pretrade.gateway.report", "shadow-mode and A/B reports from the gateway's decision rows"),

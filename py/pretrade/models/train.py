@@ -1,0 +1,55 @@
+"""`pretrade train`: train the models from a seed, reproducibly, into one folder with a card each.
+
+Each model's own module does the work (data from the simulator, fit, calibration, ONNX export,
+card); this command only chooses which and in what order. The VAE's finer options (seeds of the
+days, epochs, recalibration alone) are on `python -m pretrade.models.train_vae --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _vae(seed: int, out: Path) -> None:
+    from pretrade.models.train_vae import train
+
+    train(out, seed=seed)
+
+
+def _fatfinger(seed: int, out: Path) -> None:
+    from pretrade.models.fatfinger import train_fatfinger
+
+    train_fatfinger(seed, out)
+
+
+# name -> (trainer, what it is); training order: the VAE first (others may read its scores).
+TRAINERS: dict[str, tuple[Callable[[int, Path], None], str]] = {
+    "vae": (_vae, "anomaly score (variational autoencoder) on simulated normal days"),
+    "fatfinger": (_fatfinger, "fat-finger probability (gradient boosting) on simulated order flow"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=[*TRAINERS, "all"], default="all",
+                   help="which model to train (default all): " +
+                        "; ".join(f"{k}: {v[1]}" for k, v in TRAINERS.items()))
+    p.add_argument("--out", type=Path, default=Path("models"),
+                   help="folder for the ONNX files and their cards (default models)")
+    p.add_argument("--seed", type=int, default=0, help="training seed: the same seed gives the same models")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list(TRAINERS) if args.model == "all" else [args.model]
+    for i, name in enumerate(names, 1):
+        t0 = time.perf_counter()
+        log.info("[%d/%d] training %s: %s", i, len(names), name, TRAINERS[name][1])
+        TRAINERS[name][0](args.seed, args.out)
+        log.info("[%d/%d] %s done in %.0f s; written to %s", i, len(names), name,
+                 time.perf_counter() - t0, args.out)
+    return 0
