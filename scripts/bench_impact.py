@@ -45,15 +45,16 @@ def main() -> int:
     rows = [dict(zip(cols, r, strict=True)) for r in df[cols].itertuples(index=False)]
     qty, side = df["qty"].to_numpy(), df["side"].to_numpy()
     rv, vol = df["rv_1m"].to_numpy(), df["volume_1m"].to_numpy()
+    hor = df["horizon_s"].to_numpy()
     n = len(df)
     nn, base = [], []
     for k in range(args.orders):
         j = k % n
         t0 = time.perf_counter_ns()
-        p = model.predict_slippage(qty[j], side[j], rows[j], rv[j], vol[j])
+        p = model.predict_slippage(qty[j], side[j], rows[j], rv[j], vol[j], hor[j])
         recommend_algo(float(p[0]), 10.0)
         t1 = time.perf_counter_ns()
-        sqrt_law(impact_features(qty[j], side[j], rows[j], rv[j], vol[j]), **law)
+        sqrt_law(impact_features(qty[j], side[j], rows[j], rv[j], vol[j], hor[j]), **law)
         t2 = time.perf_counter_ns()
         nn.append(t1 - t0)
         base.append(t2 - t1)

@@ -243,9 +243,10 @@ def test_decisions_from_rdb_then_hdb_and_history(client, stack):
     assert [h["clordid"] for h in hist] == ["OLD-1"] and hist[0]["time"].endswith("14:00:00.000000000")
     assert client.get("/history/nope", headers=TRADER).status_code == 404
     assert client.get("/history/decision", params={"date_from": "yesterday"}, headers=TRADER).status_code == 422
-    m = client.get("/metrics").text
-    assert 'pretrade_decisions_total{outcome="pass/dynamic",rule="max_qty"} 1.0'.replace(
-        'outcome="pass/dynamic",rule="max_qty"', 'rule="max_qty",outcome="pass/dynamic"') in m
+    reg = client.app.state.metrics.registry
+    assert wait_for(lambda: reg.get_sample_value("pretrade_decisions_total",
+                                                 {"rule": "max_qty", "outcome": "pass/dynamic"})) == 1.0
+    assert 'pretrade_decisions_total{outcome="pass/dynamic",rule="max_qty"} 1.0' in client.get("/metrics").text
 
 
 # ---- actions, roles, audit --------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_override_within_static_bounds(client):
                      headers=OFFICER)
     assert ok.status_code == 200, ok.text
     row = client.get("/limits", params={"sym": "ESZ6", "strategy": ""}, headers=TRADER).json()[0]
-    assert row["maxQty"] == 77 and "override maxQty=77" in row["reason"]
+    assert row["maxQty"] == 77 and "override max_qty=77" in row["reason"]
     over = client.post("/limits/override", json={"sym": "ESZ6", "field": "maxQty", "value": 10**9, "seconds": 60},
                        headers=OFFICER)
     assert over.status_code == 409 and "static bounds" in over.json()["detail"]

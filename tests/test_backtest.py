@@ -115,3 +115,18 @@ def test_walk_forward_and_report_end_to_end(tmp_path):
     assert res.report("layered")["recall"] >= m["recall"]
     for png in ("fatfinger_pr_roc.png", "fatfinger_reliability.png", "fatfinger_recall_by_kind.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_history_days_train_every_fold_and_are_never_tested():
+    from pretrade.backtest.fatfinger import run_walk_forward
+
+    hist, held = _orderset(2000, seed=1), _orderset(1500, seed=2)
+    held.time = held.time + hist.time.max() + DAY  # the held-out days come after the history
+    res = run_walk_forward(held, n_folds=2, embargo_s=60, seed=0, min_train=0.0, history=hist)
+    assert len(res.data) == len(hist) + len(held)
+    assert res.test_idx.min() == len(hist) and len(res.test_idx) == len(held)  # every held-out row, once
+    assert all(f["train_orders"] >= len(hist) for f in res.folds)
+    late = _orderset(500, seed=3)
+    late.time = late.time + held.time.max() + S  # a "history" after the test days: look-ahead
+    with pytest.raises(LookAheadError):
+        run_walk_forward(held, n_folds=2, embargo_s=60, seed=0, min_train=0.0, history=late)

@@ -88,6 +88,6 @@ def test_over_fix(tmp_path, venue):
                           m.ORDER_QTY: 2, m.TRANSACT_TIME: m.utc_now()})
         rej = c.next()
         assert rej[m.MSG_TYPE] == m.CANCEL_REJECT and rej[m.CXL_REJ_RESPONSE_TO] == "1"
-    finally:
-        c.stop()
+    finally:  # the acceptor first: it logs the session out
         exchange.stop()
+        c.stop()

@@ -67,6 +67,21 @@ def test_size_price_side_and_duplicate_features_read_as_intended():
     assert dup[F["anomaly"]] == pytest.approx(0.1)
 
 
+def test_firm_habit_and_notional_typed_as_quantity():
+    """A new trader's size is read against the firm's habit in the instrument; a quantity equal
+    to the trader's usual notional (qty * price) reads as a notional gap near zero."""
+    h = TraderHistory()
+    t = _habit(h)  # ACC01 trades ~500 ACME
+    new = order_features(Order(t + NS, "ACME", "ACC09", 1, 50_000, 99.99), MKT, h)
+    assert new[F["trader_orders"]] == 0.0 and new[F["qty_vs_trader"]] == 0.0
+    assert new[F["qty_vs_firm"]] == pytest.approx(math.log(100), abs=0.5)
+    assert new[F["notional_gap"]] == 10.0  # no size habit yet: no notional to compare with
+    notional = order_features(Order(t + 2 * NS, "ACME", "ACC01", 1, 50_000, 99.99), MKT, h)
+    usual = order_features(Order(t + 3 * NS, "ACME", "ACC01", 1, 500, 99.99), MKT, h)
+    assert notional[F["notional_gap"]] < 0.5 < usual[F["notional_gap"]]
+    assert usual[F["notional_gap"]] == pytest.approx(math.log(100), abs=0.5)
+
+
 def test_history_is_per_trader_and_instrument_and_scale_free():
     """A trader's habit in one instrument says nothing about another; prices scale away."""
     h = TraderHistory()

@@ -99,15 +99,19 @@ class Engine:
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
     tp_port, ex_port, gw_port = free_port(), free_port(), free_port()
-    with contextlib.ExitStack() as undo:  # every part started is stopped, even if a later one fails
+    # every part started is stopped, even if a later one fails; in this order: QuickFIX acceptors
+    # before the initiators connected to them (they log the sessions out first)
+    stops: list = []
+    with contextlib.ExitStack() as undo:
+        undo.callback(lambda: [f() for f in reversed(stops)])
         tp = start_tp(tmp, tp_port)
-        undo.callback(lambda: (tp.terminate(), tp.wait(10)))
+        stops.append(lambda: (tp.terminate(), tp.wait(10)))
         clients = tmp / "clients.toml"
         clients.write_text('[client.CLIENT1]\npassword_env = "GW_TEST_PW"\n[client.CLIENT2]\npassword_env = "GW_TEST_PW"\n')
         os.environ["GW_TEST_PW"] = PASSWORD
         venue = Venue.primed(seed=1, syms=["ESZ6", "ACME"])
         exchange = start_exchange(tmp / "ex", ex_port, venue=venue)
-        undo.callback(exchange.stop)
+        stops.append(exchange.stop)
         exapp = exchange.app
         seen: queue.Queue = queue.Queue()
         handle = exapp.on_message
@@ -124,13 +128,13 @@ def stack(tmp_path_factory):
             model_path, model_refused = None, str(e)
         svc = GatewayService(tmp / "gw", gw_port, f"localhost:{tp_port}", ("127.0.0.1", ex_port), ttl_s=TTL,
                              clients_path=str(clients), model_path=model_path).start()
-        undo.callback(svc.stop)
+        stops.append(svc.stop)
         engine = Engine(f"localhost:{tp_port}")
-        undo.callback(engine.kill)
+        stops.append(engine.kill)
         events = connect(f"localhost:{tp_port}").subscribe(["decision", "order", "execution", "riskAlert"])
-        undo.callback(events.close)
+        stops.append(events.close)
         client = FixInitiator(tmp / "c1", gw_port, "CLIENT1", "PRETRADE", password=PASSWORD)
-        undo.callback(client.stop)
+        stops.insert(1, client.stop)  # after the exchange (its acceptor), before the gateway
         assert client.wait_logon(15), "CLIENT1 did not log on"
         assert svc.gateway.exchange_up.wait(15), "gateway did not log on to the exchange"
         for sym in ("ESZ6", "ACME"):
@@ -198,10 +202,10 @@ def test_before_first_limits_no_order_passes(tmp_path):
                              m.ORD_TYPE: "2", m.PRICE: 5000.0, m.TRANSACT_TIME: m.utc_now()})
         r = c.next(10)
         assert r[m.ORD_STATUS] == "8" and r[m.TEXT].startswith("NO_LIMITS"), r.get(m.TEXT)
-    finally:
-        c.stop()
+    finally:  # acceptors first: they log the sessions out; a client dropping mid-stop races QuickFIX
         svc.stop()
         exchange.stop()
+        c.stop()
 
 
 def test_over_dynamic_max_rejected_with_the_rule_limit_and_value(stack):

@@ -193,3 +193,28 @@ def test_agent_card_is_checked(trained, tmp_path):
     write_card(path, {"kind": "impact", "version": "x", "state": []})
     with pytest.raises(ModelRefused):
         HedgingAgent(path)
+
+
+def test_a_hedge_order_is_checked_by_the_gateway_like_any_other(trained, tmp_path):
+    """The gateway's decision path (Gate.check, without the FIX transport): the agent's hedge
+    order passes under loose limits and is refused, naming the rule, when it exceeds max_qty."""
+    from pretrade.gateway.gate import Gate
+    from pretrade.gateway.limits_table import LimitsTable
+    from pretrade.risk.checks import Order
+    from pretrade.risk.limits import Limit, load_config
+
+    agent = HedgingAgent(_served(trained[0], tmp_path))
+    pos = OptionPosition("ACME", contracts=10, strike=100, maturity=C.maturity, multiplier=100, lot=100)
+    (o,) = agent.schedule(pos, {"spot": 100.0, "tau": C.maturity / 2, "vol": 0.2, "cost": 0.001})
+    order = Order(o["sym"], o["side"], o["qty"], 100.01, "hedger", "HEDGE1")
+
+    def gate_with(max_qty: int) -> Gate:
+        table = LimitsTable(load_config(), ttl_s=60.0, fallback_scale=0.5, clock=lambda: 100.0)
+        table.bids["ACME"], table.asks["ACME"] = 99.99, 100.01
+        table.apply_limits([Limit(0, "ACME", "", 1, "NORMAL", "ACTIVE", "", max_qty, 1e9, 500.0, 1500.0,
+                                  1_000_000, 1000, 0.1, "", "vae-test")])
+        return Gate(table, load_config().checks)
+
+    assert gate_with(10_000).check(order, "hedge").decision.ok
+    v = gate_with(o["qty"] - 100).check(order, "hedge")
+    assert not v.decision.ok and v.decision.code == "MAX_ORDER_QTY"

@@ -1,7 +1,7 @@
 """Walk-forward evaluation of the fat-finger model against static limits, on held-out days.
 
 Simulated days (seeds never used to train the shipped model) are laid end to end, one calendar
-day apart, after a history of earlier days (the busier training and calibration days the shipped
+day apart, after a history of earlier days (the training and calibration days the shipped
 model is trained on, which every fold may train on and none is tested on). Each fold retrains the
 model on everything before its test window (minus an embargo), calibrates and sets its block
 threshold on the latest quarter of that training data, tunes the static limits on the same

@@ -12,6 +12,7 @@ import logging
 import os
 import string
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,13 +111,15 @@ class FixEngine:
     engine reads freed memory (an intermittent crash at start or stop).
     """
 
+    engine: object | None
+
     def __init__(self, kind: str, app, session_settings) -> None:
         import quickfix as fix
 
         self.app, self.settings = app, session_settings
         self.store = fix.FileStoreFactory(session_settings)
         self.logs = fix.FileLogFactory(session_settings)
-        cls = fix.SocketAcceptor if kind == "acceptor" else fix.SocketInitiator
+        cls = fix.ThreadedSocketAcceptor if kind == "acceptor" else fix.ThreadedSocketInitiator
         self.engine = cls(app, self.store, session_settings, self.logs)
 
     def start(self) -> FixEngine:
@@ -124,4 +127,22 @@ class FixEngine:
         return self
 
     def stop(self) -> None:
+        """Log the sessions out and wait (up to 5 s) until they are, then stop, then destroy the
+        engine. QuickFIX's stop() closes sockets that its own thread may still be disconnecting
+        (a crash seen here when a peer was mid-logout), so the logouts are done first, with the
+        GIL free for the callbacks. The engine is destroyed at once: a stopped engine left alive
+        keeps its session IDs in QuickFIX's process-wide registry and shadows a new session."""
+        import quickfix as fix
+
+        if self.engine is None:
+            return
+        for sid in self.engine.getSessions():
+            session = fix.Session.lookupSession(sid)
+            if session is not None and session.isLoggedOn():
+                session.logout("shutting down")
+        end = time.monotonic() + 5
+        while self.engine.isLoggedOn() and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.1)  # the engine's thread finishes the disconnects
         self.engine.stop()
+        self.engine = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -206,28 +205,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", default="docs/reports/hedging", help="folder for report.md and the PNG plots")
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
+def train_and_report(seed: int = 1, models_dir: str | Path = "models",
+                     report_dir: str | Path | None = "docs/reports/hedging",
+                     dynamics: tuple[str, ...] = ("bs", "heston"),
+                     costs_bps: tuple[float, ...] = (0, 2, 5, 10, 20, 50),
+                     fixed: float = 0.0, paths: int = 20_000, steps: int = 30, iterations: int = 200,
+                     command: str = "python -m pretrade.hedging.evaluate") -> pd.DataFrame:
+    """Train and evaluate the agent per dynamics, write models_dir/hedging_<dynamics>.onnx with
+    cards and (unless report_dir is None) the report; returns the full table."""
     import torch
 
     torch.set_num_threads(1)  # the machine is shared; one thread is as fast at these sizes
     contract = Contract()
-    cfg = TrainConfig(costs=tuple(c / 1e4 for c in args.costs_bps), fixed=args.fixed, iterations=args.iterations)
+    cfg = TrainConfig(costs=tuple(c / 1e4 for c in costs_bps), fixed=fixed, iterations=iterations)
     results = {}
-    for dyn in args.dynamics:
+    for dyn in dynamics:
         market = Market(dyn)
-        results[dyn] = evaluate_dynamics(market, contract, cfg, args.steps, args.paths, args.paths, args.seed)
-        print(f"wrote {save_agent(results[dyn], market, contract, cfg, args.steps, args.seed, Path(args.models))}")
-    out = Path(args.report)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python -m pretrade.hedging.evaluate " + " ".join(sys.argv[1:])
-    report = write_report(results, contract, out, command.strip())
-    table = pd.concat([r["table"] for r in results.values()], ignore_index=True)
+        results[dyn] = evaluate_dynamics(market, contract, cfg, steps, paths, paths, seed)
+        log.info("wrote %s", save_agent(results[dyn], market, contract, cfg, steps, seed, Path(models_dir)))
+    if report_dir is not None:
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("wrote %s", write_report(results, contract, out, command))
+    return pd.concat([r["table"] for r in results.values()], ignore_index=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    command = ("python -m pretrade.hedging.evaluate " + " ".join(sys.argv[1:])).strip()
+    table = train_and_report(args.seed, args.models, args.report, tuple(args.dynamics), tuple(args.costs_bps),
+                             args.fixed, args.paths, args.steps, args.iterations, command)
     print(table[["dynamics", "cost_bps", "strategy", "mean_cost", "std_pnl", "cvar95", "turnover"]].to_string(
         index=False, float_format=lambda x: f"{x:.4f}"))
     print(wins(table).to_string(index=False))
-    print(json.dumps({"report": str(report)}))
     return 0
 
 

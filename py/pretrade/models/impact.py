@@ -2,14 +2,15 @@
 
 Training data are real executions in the simulator: at the end of every simulated minute one
 market order of a random size and side is sent into each instrument's book with
-`Simulation.submit` and walks it; its slippage is side * (VWAP - arrival mid) / arrival mid in
-bps. Inputs (IMPACT_FEATURES) come from what the gateway sees when an order arrives: the order's
-size and side, the prevailing `book` row (10 levels a side, schema columns) and the
-pretrade.features row (rv_1m, volume_1m). The baseline in the same evaluation is the square-root
+`Simulation.submit` and walks it, and the scenario's execution algos work metaorders in clips;
+slippage is side * (VWAP - arrival mid) / arrival mid in bps. Inputs (IMPACT_FEATURES) come from
+what the gateway sees when an order arrives: the order's size, side and the horizon an algo works
+it over, the prevailing `book` row (10 levels a side, schema columns) and the pretrade.features
+row (rv_1m, volume_1m). The baseline in the same evaluation is the square-root
 law slippage = Y * sigma * (Q / V) ** delta with Y and delta fitted on the same training rows.
 
-Serving: `ImpactModel(path).predict_slippage(qty, side, book, rv_1m, volume_1m)` (onnxruntime,
-card-checked) and `recommend_algo(predicted_bps, budget_bps)`. Training and the report:
+Serving: `ImpactModel(path).predict_slippage(qty, side, book, rv_1m, volume_1m, horizon_s)`
+(onnxruntime, card-checked) and `recommend_algo(predicted_bps, budget_bps)`. Training and the report:
 `python -m pretrade.models.impact --out models`.
 """
 

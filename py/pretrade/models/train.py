@@ -16,22 +16,41 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _vae(seed: int, out: Path) -> None:
+def _seed(seed: int | None) -> dict[str, int]:
+    """The seed keyword, or none so the trainer uses the seed its committed artifact came from."""
+    return {} if seed is None else {"seed": seed}
+
+
+def _vae(seed: int | None, out: Path) -> None:
     from pretrade.models.train_vae import train
 
-    train(out, seed=seed)
+    train(out, **_seed(seed))
 
 
-def _fatfinger(seed: int, out: Path) -> None:
+def _fatfinger(seed: int | None, out: Path) -> None:
     from pretrade.models.fatfinger import train_fatfinger
 
-    train_fatfinger(seed, out)
+    train_fatfinger(out_dir=out, **_seed(seed))
+
+
+def _impact(seed: int | None, out: Path) -> None:
+    from pretrade.models.impact import train_impact
+
+    train_impact(out, **_seed(seed))
+
+
+def _hedging(seed: int | None, out: Path) -> None:
+    from pretrade.hedging.evaluate import train_and_report
+
+    train_and_report(models_dir=out, **_seed(seed))
 
 
 # name -> (trainer, what it is); training order: the VAE first (others may read its scores).
-TRAINERS: dict[str, tuple[Callable[[int, Path], None], str]] = {
+TRAINERS: dict[str, tuple[Callable[[int | None, Path], None], str]] = {
     "vae": (_vae, "anomaly score (variational autoencoder) on simulated normal days"),
     "fatfinger": (_fatfinger, "fat-finger probability (gradient boosting) on simulated order flow"),
+    "impact": (_impact, "market impact in bps (neural network) on simulated executions"),
+    "hedging": (_hedging, "deep-hedging agent (Black-Scholes and Heston) with its evaluation report"),
 }
 
 
@@ -41,7 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "; ".join(f"{k}: {v[1]}" for k, v in TRAINERS.items()))
     p.add_argument("--out", type=Path, default=Path("models"),
                    help="folder for the ONNX files and their cards (default models)")
-    p.add_argument("--seed", type=int, default=0, help="training seed: the same seed gives the same models")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed: the same seed gives the same models (default: each model's "
+                        "own seed, the one its committed artifact was trained with)")
 
 
 def run(args: argparse.Namespace) -> int:

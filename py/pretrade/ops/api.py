@@ -81,6 +81,28 @@ def frame_rows(table: str, data: Any) -> list[dict[str, Any]]:
     return rows_of(table, data)
 
 
+def seed_state(settings: Settings, state) -> None:
+    """What the live feed cannot replay: the engine's current limits (published only on change)
+    and today's latest scores and recent alerts from the RDB. A backend that is down is skipped."""
+    steps = (("limits", "rte", (".rte.limits", "")),
+             ("riskScore", "rdb", ("s)select * from riskScore qualify row_number() over "
+                                   "(partition by sym order by time desc) = 1",)),
+             ("riskAlert", "rdb", ("s)select * from (select * from riskAlert order by time desc limit 200) "
+                                   "order by time",)))
+    for table, process, query in steps:
+        try:
+            rows = frame_rows(table, ipc_call(settings, process, *query))
+        except (BackendDown, BackendRefused) as e:
+            log.warning("start-up state: %s", e)
+            continue
+        with state.lock:
+            have_alerts = {(a["time"], a["sym"], a["kind"], a["text"]) for a in state.alerts}
+        if table == "riskAlert":
+            rows = [a for a in rows if (a["time"], a["sym"], a["kind"], a["text"]) not in have_alerts]
+        state.apply(table, rows, fresh=False)
+        log.info("start-up state: %d %s rows from the %s", len(rows), table, PROCESS_NAMES[process])
+
+
 def _check_sym(value: str, what: str = "sym") -> str:
     from fastapi import HTTPException
 
@@ -111,7 +133,8 @@ def create_app(settings: Settings):
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        feed = Feed(state, settings.tp, settings.ipc_user, settings.ipc_password, metrics.observe)
+        feed = Feed(state, settings.tp, settings.ipc_user, settings.ipc_password, metrics.observe,
+                    lambda st: seed_state(settings, st))
         if settings.subscribe:
             feed.start()
         try:
@@ -123,7 +146,7 @@ def create_app(settings: Settings):
                   description="Pre-trade risk: read limits, scores, alerts, models, decisions and history; "
                               "risk officers act (kill switch, reset, overrides, model on/off, gateway mode). "
                               "Send `Authorization: Bearer TOKEN` (tokens in config/api_users.toml).",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # their pages load scripts from a CDN
     app.state.live, app.state.audit, app.state.metrics, app.state.settings = state, audit, metrics, settings
 
     # ---- errors, metrics middleware ------------------------------------------------------------

@@ -20,6 +20,11 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb+") as f:  # a line torn by a crash: the next entry starts afresh
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
 
     def write(self, who: str, role: str, action: str, target: dict[str, Any], outcome: str,
               detail: str = "") -> dict[str, Any]:

@@ -79,11 +79,13 @@ class LiveState:
 
     # ---- in ------------------------------------------------------------------------------------
 
-    def apply(self, table: str, rows: list[dict[str, Any]]) -> None:
-        """Fold one update into the state and pass it to every listener."""
+    def apply(self, table: str, rows: list[dict[str, Any]], fresh: bool = True) -> None:
+        """Fold one update into the state and pass it to every listener; `fresh=False` for rows
+        read back at start (they do not count as a live update)."""
         now = time.time()
         with self.lock:
-            self.updated[table] = now
+            if fresh:
+                self.updated[table] = now
             for r in rows:
                 if table == "limits":
                     key = (r["sym"], r["strategy"])
@@ -153,9 +155,11 @@ def _offer(q: asyncio.Queue, event: dict) -> None:
 class Feed:
     """The subscription thread: (re)connects to the tickerplant and applies its updates."""
 
-    def __init__(self, state: LiveState, tp: str, user: str, password: str, on_rows=None) -> None:
+    def __init__(self, state: LiveState, tp: str, user: str, password: str, on_rows=None,
+                 seed=None) -> None:
         self.state, self.tp, self.user, self.password = state, tp, user, password
         self.on_rows = on_rows
+        self.seed = seed  # called after each (re)subscription: reads back what was missed
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="api-feed", daemon=True)
 
@@ -165,7 +169,8 @@ class Feed:
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=3)
+        if self.thread.is_alive():
+            self.thread.join(timeout=3)
 
     def _run(self) -> None:
         from pretrade.ipc.client import QClient, parse_addr
@@ -184,6 +189,11 @@ class Feed:
                 continue
             log.info("subscribed to %s for %s", self.tp, ", ".join(TABLES))
             self.state.connected, self.state.error, delay = True, "", 0.5
+            if self.seed is not None:
+                try:
+                    self.seed(self.state)
+                except Exception as e:  # noqa: BLE001 - a missing backend leaves the state to the live feed
+                    log.warning("could not read back the current state: %s", e)
             try:
                 while not self.stop.is_set():
                     try:
@@ -195,12 +205,11 @@ class Feed:
                     table = plain(msg[1])
                     try:
                         rows = rows_of(table, msg[2])
-                    except (ValueError, TypeError, KeyError) as e:
-                        log.error("update to %s not understood: %s", table, e)
-                        continue
-                    self.state.apply(table, rows)
-                    if self.on_rows is not None:
-                        self.on_rows(table, rows)
+                        self.state.apply(table, rows)
+                        if self.on_rows is not None:
+                            self.on_rows(table, rows)
+                    except (ValueError, TypeError, KeyError, AttributeError) as e:
+                        log.exception("update to %s not used: %s", table, e)
             except (OSError, ConnectionError) as e:
                 if not self.stop.is_set():
                     log.warning("lost the tickerplant %s (%s); reconnecting", self.tp, e)

@@ -52,7 +52,8 @@ class Metrics:
                     self.rejections.labels(rule).inc()
             elif table == "riskScore":
                 self.tier.labels(row["sym"]).set(TIER_CODE.get(row.get("tier", ""), -1))
-                self.score.labels(row["sym"]).set(float(row.get("score", float("nan"))))
+                score = row.get("score")
+                self.score.labels(row["sym"]).set(float("nan") if score is None else float(score))
             elif table == "limits":
                 self.max_qty.labels(row["sym"], row["strategy"] or "*").set(int(row["maxQty"]))
                 if not row["strategy"]:

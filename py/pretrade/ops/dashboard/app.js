@@ -83,7 +83,7 @@ function drawGrid() {
       `<span class="state state-${l ? l.state : ""}">${l ? l.state : "-"}${l && l.halt ? ` (${l.halt})` : ""}</span>`,
       s ? fmt(s.score, 3) : "-", l ? fmt(l.maxQty) : "-", l ? fmt(l.maxNotional) : "-",
       l ? fmt(l.bandBps, 1) : "-", l ? fmt(l.maxPosition) : "-", l ? fmt(l.maxRate) : "-",
-      (s && s.top) || (l && l.top) || "-", l ? l.seq : "-",
+      ((s && s.top) || (l && l.top) || "-").replaceAll(",", ", "), l ? l.seq : "-",
       at ? new Date(at).toISOString().slice(11, 19) : "-",
     ];
     const cls = ["sym", "tier-cell", "state-cell", "score", "maxQty", "maxNotional", "bandBps", "maxPosition", "maxRate", "top", "seq", "updated"];
@@ -105,7 +105,7 @@ function drawLine(canvas, pts, key, step) {
   const x = (i) => pad + (i / Math.max(1, pts.length - 1)) * (w - pad - 6);
   const y = (v) => h - 16 - ((v - lo) / (hi - lo || 1)) * (h - 26);
   ctx.strokeStyle = "#263040"; ctx.beginPath(); ctx.moveTo(pad, y(lo)); ctx.lineTo(w, y(lo)); ctx.stroke();
-  ctx.fillText(fmt(hi, key === "score" ? 2 : 0), 2, y(hi) + 4); ctx.fillText(fmt(lo, 0), 2, y(lo));
+  ctx.fillText(fmt(hi, key === "score" ? 2 : 0), 2, y(hi) + 10); ctx.fillText(fmt(lo, 0), 2, y(lo));
   ctx.fillText(hms(pts[0].time), pad, h - 2); ctx.fillText(hms(pts[pts.length - 1].time), w - 80, h - 2);
   ctx.lineWidth = 2;
   for (let i = 1; i < pts.length; i++) {
