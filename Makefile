@@ -14,6 +14,8 @@ export PYKX_SUPPRESS_WARNINGS := true
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+		|| echo "chromium could not be installed: the dashboard's browser test will skip"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,ml,fix]'

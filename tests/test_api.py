@@ -407,3 +407,16 @@ def test_new_token_cli(tmp_path):
     again = subprocess.run([sys.executable, "-m", "pretrade.cli", "api", "--new-token", "carol", "--users", str(users)],
                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "py")))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_a_late_api_reads_back_the_current_state(stack, client):
+    from fastapi.testclient import TestClient
+
+    from pretrade.ops.api import create_app
+
+    app = create_app(stack.settings())
+    with TestClient(app) as late:
+        snap = wait_for(lambda: (s := late.get("/snapshot", headers=TRADER).json())["limits"] and s)
+        assert {r["sym"] for r in snap["limits"] if r["strategy"] == ""} == set(SYMS)   # from the engine
+        assert any(a["kind"] == "kill" and a["who"] == "risk1" for a in snap["alerts"])  # from the RDB
+        assert "limits" not in snap["feed"]["age_s"]          # read back, not a live update

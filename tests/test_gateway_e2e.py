@@ -80,10 +80,11 @@ class Engine:
             self.conn.publish("quote", [{"sym": sym, "bid": bid, "ask": ask, "bsize": 10, "asize": 10}])
 
     def start_heartbeat(self) -> None:
-        self.alive.set()
+        alive = self.alive = threading.Event()  # a new one: a killed beat thread stays dead
+        alive.set()
 
         def beat() -> None:
-            while self.alive.is_set():
+            while alive.is_set():
                 with self.lock:
                     self.conn.publish("heartbeat", [{"sym": "rte", "seq": self.seq, "cycles": 0,
                                                      "instruments": 2, "status": "ok"}])
@@ -349,12 +350,19 @@ def test_decisions_orders_and_alerts_reach_the_tickerplant(stack):
         t, df = got
         seen.setdefault(t, []).extend(df.to_dict("records"))
         d = seen.get("decision", [])
-        if any(r["rule"] == "MAX_ORDER_QTY" and r["qty"] == 201 for r in d) and "execution" in seen:
+        alerts = {r["kind"] for r in seen.get("riskAlert", [])}
+        if any(r["rule"] == "MAX_ORDER_QTY" and r["qty"] == 201 for r in d) and "execution" in seen \
+                and {"limits_stale", "limits_fresh"} <= alerts:
             break
     d = [r for r in seen["decision"] if r["rule"] == "MAX_ORDER_QTY" and r["qty"] == 201][0]
     assert d["outcome"] == "reject/dynamic" and d["limit"] == 50 and d["value"] == 201 and d["latencyNs"] > 0
     assert any(r["event"] == "reject" for r in seen["order"])
     assert any(r["event"] in ("ack", "fill") for r in seen["execution"])
+    # the fallback of test_engine_killed_... was announced, and its end too
+    stale = [r for r in seen["riskAlert"] if r["kind"] == "limits_stale"]
+    text = stale[0]["text"] if stale else b""
+    text = text.decode() if isinstance(text, bytes) else text
+    assert stale and stale[0]["severity"] == "error" and "static limits bind" in text
     stack.engine.limits("ESZ6")
 
 

@@ -89,6 +89,22 @@ def ipc_credentials(data: Path) -> tuple[Path, str]:
     return users_file, password
 
 
+def api_tokens(data: Path) -> Path:
+    """The stack's API users file with fresh tokens for a risk officer and a trader, made once;
+    the tokens themselves are kept in data/api-tokens (mode 600), never in the repository."""
+    from pretrade.ops.auth import new_token
+
+    users_file, tokens_file = data / "api_users.toml", data / "api-tokens"
+    if users_file.exists() and tokens_file.exists():
+        return users_file
+    users_file.unlink(missing_ok=True)
+    lines = [f"{name} ({role}): {new_token(users_file, name, role)}"
+             for name, role in (("risk1", "risk_officer"), ("trader1", "trader"))]
+    tokens_file.write_text("\n".join(lines) + "\n")
+    tokens_file.chmod(0o600)
+    return users_file
+
+
 def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace) -> list[Process]:
     """The embedded engine's processes, in start order."""
     exe = [sys.executable, "-m", "pretrade.cli"]
@@ -104,6 +120,11 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                               "--hdb-addr", f"127.0.0.1:{hdb['port']}", "--users", str(users)], rdb["port"]),
         Process("rte", exe + ["rte", "--port", str(rte["port"]), "--tp", tp_addr,
                               "--models", str(ROOT / "models"), "--users", str(users)], rte["port"]),
+        Process("api", exe + ["api", "--port", str(topo["api"]["port"]), "--tp", tp_addr,
+                              "--rdb", f"127.0.0.1:{rdb['port']}", "--hdb", f"127.0.0.1:{hdb['port']}",
+                              "--rte", f"127.0.0.1:{rte['port']}", "--gw", "127.0.0.1:5014",
+                              "--users", str(api_tokens(data)),
+                              "--audit", str(data / "log" / "audit.jsonl")], topo["api"]["port"]),
     ]
     if not args.no_feed:
         feed = topo.get("feed", {})
@@ -224,6 +245,7 @@ def _print_banner(topo: dict, data: Path, engine: str) -> None:
         f"  hdb          kdb+ IPC  127.0.0.1:{topo['hdb']['port']}\n"
         f"  risk engine  kdb+ IPC  127.0.0.1:{topo['rte']['port']}   e.g. pretrade query :{topo['rte']['port']} "
         f"\".rte.status[]\"\n"
+        f"  dashboard    http://127.0.0.1:{topo['api']['port']}/   (REST API: /openapi.json; tokens in {data / 'api-tokens'})\n"
         f"  credentials  {creds}\n"
         f"  logs         {data / 'log'}\n",
         flush=True,

@@ -36,6 +36,8 @@ HIGH_ALERT = TIER_SCORES[1]  # VAE score strictly above this is High Alert or wo
 # detector -> (what it is, the raw signal(s) it reads)
 DETECTORS: dict[str, str] = {
     "vae": "VAE anomaly score, High Alert tier (the shipped model card's threshold)",
+    "vae-budget": "VAE anomaly score, its threshold re-set on the calibration days to the lowest with at most "
+                  "one false alarm per market day (a walk-forward recalibration, not the shipped tiers)",
     "vpin": "VPIN over its instrument's calibration median",
     "spread": "bid-ask spread (bps) over its instrument's calibration median",
     "rv": "1-minute realized volatility over its instrument's calibration median",
@@ -137,7 +139,7 @@ class Thresholds:
 
 def detector_scores(d: DayData, th: Thresholds) -> dict[str, np.ndarray]:
     """Every detector's score per row of a day: alert when the score is above its threshold."""
-    out = {"vae": d.signals["vae"]}
+    out = {"vae": d.signals["vae"], "vae-budget": d.signals["vae"]}
     for det, raw in _RAW.items():
         ref = th.reference[det]
         missing = sorted(set(np.unique(d.sym)) - set(ref))
@@ -175,7 +177,8 @@ def match_threshold(days: list[DayData], scores: list[np.ndarray], max_episodes:
     return float(values[hi])
 
 
-def fit_thresholds(cal: list[DayData], test: list[DayData], embargo_ns: int = 0) -> Thresholds:
+def fit_thresholds(cal: list[DayData], test: list[DayData], embargo_ns: int = 0,
+                   budget_per_day: float = 1.0) -> Thresholds:
     """References and equal-false-alarm thresholds from normal calibration days that all end
     (plus the embargo) before the first test row; raises LookAheadError otherwise."""
     if not cal:
@@ -200,6 +203,8 @@ def fit_thresholds(cal: list[DayData], test: list[DayData], embargo_ns: int = 0)
     threshold["spread|rv"] = match_threshold(cal, [detector_scores(d, partial)["spread|rv"] for d in cal],
                                              target)
     days = sum(d.spans()[0] for d in cal)
+    threshold["vae-budget"] = max(HIGH_ALERT, match_threshold(cal, [d.signals["vae"] for d in cal],
+                                                              int(budget_per_day * days)))
     log.info("calibration: %d VAE false High Alert episodes on %.2f market days; thresholds %s",
              target, days, {k: round(v, 4) for k, v in threshold.items()})
     return Thresholds(reference, threshold, target, days, int(cal_t.max()))

@@ -14,7 +14,7 @@ import pandas as pd
 from pretrade.backtest.anomaly import DETECTORS, Evaluation, detector_scores
 from pretrade.models.anomaly import TIER_SCORES, TIERS
 
-_LABEL = {"vae": "VAE (High Alert)", "vpin": "VPIN", "spread": "spread", "rv": "realized vol",
+_LABEL = {"vae": "VAE (High Alert)", "vae-budget": "VAE, re-set to <= 1/day", "vpin": "VPIN", "spread": "spread", "rv": "realized vol",
           "spread|rv": "spread or realized vol"}
 
 
@@ -36,8 +36,8 @@ def _crash_plot(ev: Evaluation, crash: dict, path: Path) -> None:
     sel = rows & (d.time >= t0) & (d.time <= t1)
     x = (d.time[sel] - crash["start"]) / 1e9
     px = d.prices[(d.prices["sym"] == crash["sym"]) & (d.prices["time"] >= t0) & (d.prices["time"] <= t1)]
-    dets = list(ev.thresholds.threshold)
-    fig, axes = plt.subplots(2 + len(dets) - 1, 1, figsize=(10, 2.0 * (len(dets) + 1)), sharex=True)
+    dets = [d for d in ev.thresholds.threshold if not d.startswith("vae")]
+    fig, axes = plt.subplots(2 + len(dets), 1, figsize=(10, 2.0 * (len(dets) + 2)), sharex=True)
     bottom = (crash["bottom"] - crash["start"]) / 1e9
     axes[0].plot((px["time"] - crash["start"]) / 1e9, px["mid"], lw=0.8, color="k")
     axes[0].set(ylabel="mid", title=f"{crash['sym']} flash crash ({crash['day']})")
@@ -47,9 +47,11 @@ def _crash_plot(ev: Evaluation, crash: dict, path: Path) -> None:
     for k, color in enumerate(("#dff0d8", "#fcf8e3", "#f9d9b8", "#f2dede")):
         ax.axhspan(bands[k], bands[k + 1], color=color, lw=0, label=TIERS[k])
     ax.plot(x, s, lw=0.8, color="C0")
+    if "vae-budget" in ev.thresholds.threshold:
+        ax.axhline(ev.thresholds.threshold["vae-budget"], color="C0", ls="--", lw=0.8, label="re-set to <= 1/day")
     ax.set(ylabel="VAE score", ylim=(0, 1))
-    ax.legend(loc="upper left", fontsize=7, ncol=4)
-    for ax, det in zip(axes[2:], dets[1:], strict=True):
+    ax.legend(loc="upper left", fontsize=7, ncol=5)
+    for ax, det in zip(axes[2:], dets, strict=True):
         ax.plot(x, scores[det][sel], lw=0.8, color="C1")
         ax.axhline(ev.thresholds.threshold[det], color="r", ls="--", lw=0.8, label="threshold (matched)")
         ax.set(ylabel=_LABEL[det], yscale="log")
@@ -138,13 +140,14 @@ def write_report(ev: Evaluation, out_dir: str | Path, meta: dict[str, Any]) -> P
     vae = summ["vae"]
     all_hit = vae["crashes"] > 0 and vae["crashes_detected_before_bottom"] == vae["crashes"]
     earlier = {}
-    for det in dets[1:]:
+    baselines = [d for d in dets if not d.startswith("vae")]
+    for det in baselines:
         both = [(e["detectors"]["vae"]["lead_s"], e["detectors"][det]["lead_s"]) for e in crashes]
         wins = sum(1 for a, b in both if not math.isnan(a) and (math.isnan(b) or a > b))
         losses = sum(1 for a, b in both if not math.isnan(b) and (math.isnan(a) or b > a))
         earlier[det] = (wins, losses)
     beat_all = all(w > lo for w, lo in earlier.values()) and all(
-        vae["mean_lead_s_misses_as_zero"] > summ[d]["mean_lead_s_misses_as_zero"] for d in dets[1:])
+        vae["mean_lead_s_misses_as_zero"] > summ[d]["mean_lead_s_misses_as_zero"] for d in baselines)
     lines = [
         "# Layer 2: anomaly walk-forward backtest (VAE vs VPIN vs static thresholds)",
         "",

@@ -10,6 +10,7 @@ computed too and returned beside the binding one. No FIX here: the benchmark cal
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -72,6 +73,7 @@ class Gate:
         self.strategy_rates = RateWindow()
         self.duplicates = DuplicateWindow(cfg.duplicate_window_ms * 1_000_000)
         self.positions: dict[str, int] = {}
+        self.lock = threading.Lock()  # sessions run on their own threads: one check at a time
         self.history = None
         if model is not None:
             from pretrade.models.order_features import TraderHistory
@@ -80,7 +82,11 @@ class Gate:
 
     def check(self, o: Order, session: str, now_ns: int | None = None) -> Verdict:
         """The decision on `o` from `session`; a passing new order or replace is counted in the
-        rate windows and remembered for the duplicate check."""
+        rate windows and remembered for the duplicate check. Thread-safe."""
+        with self.lock:
+            return self._check(o, session, now_ns)
+
+    def _check(self, o: Order, session: str, now_ns: int | None) -> Verdict:
         t0 = time.perf_counter_ns()
         now_ns = time.time_ns() if now_ns is None else now_ns
         table = self.table
@@ -145,4 +151,5 @@ class Gate:
 
     def on_fill(self, sym: str, side: str, qty: int) -> None:
         """A fill from the venue: the firm's position in `sym` moves."""
-        self.positions[sym] = self.positions.get(sym, 0) + (qty if side == "buy" else -qty)
+        with self.lock:
+            self.positions[sym] = self.positions.get(sym, 0) + (qty if side == "buy" else -qty)

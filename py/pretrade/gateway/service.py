@@ -237,11 +237,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pretrade.gateway.process import wait_for_signal
     from pretrade.ipc.client import parse_addr
+    from pretrade.models.card import ModelRefused
 
-    svc = GatewayService(Path(args.workdir), args.fix_port, args.tp or None, parse_addr(args.exchange), args.host,
-                         args.ttl, args.fallback_scale, args.clients, args.limits,
-                         None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
-                         args.port or None, args.rte or None).start()
+    try:
+        svc = GatewayService(Path(args.workdir), args.fix_port, args.tp or None, parse_addr(args.exchange),
+                             args.host, args.ttl, args.fallback_scale, args.clients, args.limits,
+                             None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
+                             args.port or None, args.rte or None).start()
+    except (ModelRefused, ValueError, OSError) as e:  # config, model or port: say which, do not start
+        log.error("gateway not started: %s", e)
+        return 1
     import gc
 
     gc.collect()

@@ -104,11 +104,12 @@ def load_clients(path: str | Path | None = None, env: dict[str, str] | None = No
 
 
 class FixEngine:
-    """A QuickFIX SocketAcceptor or SocketInitiator with everything it points to kept alive.
+    """A QuickFIX acceptor or initiator, started and stopped safely.
 
-    QuickFIX's C++ acceptor and initiator keep references to the application, the settings and
-    the store and log factories; Python must hold them for as long as the engine lives, or the
-    engine reads freed memory (an intermittent crash at start or stop).
+    The threaded variants (a thread per session): the single-threaded SocketAcceptor of
+    quickfix 1.16 crashed here in stop() (SocketServer::close racing its own thread) whenever a
+    peer was still connected. The application, settings and factories are held for the life of
+    the engine, which points to them.
     """
 
     engine: object | None

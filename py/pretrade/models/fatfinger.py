@@ -43,12 +43,12 @@ KIND = "fatfinger"
 # a price of 10 up); decimal shifts and swapped fields are gross when the price is > 5% off.
 PRICE_KINDS = ("price_decimal_shift", "price_qty_swapped")
 SIM_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.08}  # backtest (held-out) days
-# Training days carry more errors (more to learn from per simulated hour) at the held-out days' order
-# rate: busier training days (3000 or 6000 orders/h, cheaper per order) were measured to transfer worse
-# to 1500/h days (gross recall 96.7% vs 98.2% at the same valid-flagged count). Calibration days are
-# like the held-out days.
-TRAIN_PARAMS = {"orders_per_hour": 1500.0, "error_rate": 0.15}
-CAL_PARAMS = SIM_PARAMS
+# Training and calibration days: a busier desk (2x the orders per simulated hour: 2x the data for the
+# same simulation time, which is what training costs); training days carry more errors to learn from.
+# Measured on the held-out days at the same valid-flagged count: 8 such days beat 8 days at 1,500/h
+# (gross recall 96.7% vs 93.7%); data, not the model, limits the recall.
+TRAIN_PARAMS = {"orders_per_hour": 3000.0, "error_rate": 0.15}
+CAL_PARAMS = {"orders_per_hour": 3000.0, "error_rate": 0.08}
 TRAIN_ERROR_RATE = TRAIN_PARAMS["error_rate"]
 # A slower learning rate with L2 on the leaves: measured on the held-out days, lr 0.3 without L2
 # let the size and price groups' margins run away, so clear single-mechanism errors (a duplicate,
@@ -303,8 +303,8 @@ def evaluate(p: np.ndarray, flagged: np.ndarray, s: OrderSet) -> dict[str, Any]:
 
 
 def train_fatfinger(seed: int = 0, out_dir: str | Path = "models",
-                    train_seeds: tuple[int, ...] = tuple(range(11, 19)),
-                    cal_seeds: tuple[int, ...] = (31, 32, 33, 34), val_seed: int = 35,
+                    train_seeds: tuple[int, ...] = tuple(range(11, 21)),
+                    cal_seeds: tuple[int, ...] = (31, 32, 33), val_seed: int = 35,
                     duration: int = 3600) -> dict[str, Any]:
     """Train, calibrate, validate and export the fat-finger model; returns its card.
 

@@ -542,5 +542,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log.info("API and dashboard on http://%s:%d/ (tickerplant %s, risk engine %s)", args.host, args.port,
              args.tp, args.rte)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
     return 0

@@ -16,6 +16,14 @@ The process subscribes to the tickerplant as kdb+tick's r.q does, rebuilds its s
 journal on start (features from the ticks, seq, tiers and halts from its own `limits` rows,
 human actions from its `riskAlert` rows), then publishes each cycle's rows with `.u.upd`.
 Kill switch, reset and model (de)activation are IPC calls (see `functions`), audited.
+
+Governance (pretrade.models.status, pretrade.models.drift): the engine binds only an approved
+model. A candidate or shadow model is scored and its call published in `riskScore` (tier from
+the score alone), while every instrument runs on static limits and the heartbeat says `shadow`.
+Every cycle the model's inputs feed a rolling drift window (PSI and KS against the card's
+training reference); past the warn threshold a `drift` alert names the features; past the hard
+one automation takes the model off (approved -> shadow, static limits, a critical `drift`
+alert) and only a person's `.rte.approve[model;who;note]` puts it back.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pretrade.risk.limits import ALL, TIERS, RiskConfig, load_config
-from pretrade.risk.policy import ACTIONS, Action, Limit, Policy, Scores
+from pretrade.risk.policy import ACTIONS, Action, Limit, Policy, Scores, tier_of
 from pretrade.schema import table as schema_table
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,41 @@ def load_scorer(models_dir: str | Path | None) -> tuple[Scorer | None, str]:
         return AnomalyScorer(path), ""
     except Exception as e:  # noqa: BLE001 - any failure to load means static limits, with the cause
         return None, f"model {path} failed to load: {e}"
+
+
+AUTOMATION = "automation"
+MODEL = "vae"  # the served model's name: its card is MODELS/vae.json
+
+
+def load_governance(models_dir: str | Path | None, scorer: Scorer | None, step_ns: int = 100_000_000,
+                    drift_config: Any = None) -> tuple[str, Any, Any]:
+    """(status, StatusBook or None, DriftMonitor or None) of the served model: its lifecycle status
+    from the models folder, and a drift monitor from its card's training reference (None, with a
+    warning, when the card has none or drift is switched off with drift_config=False)."""
+    if scorer is None or models_dir is None:
+        return "approved", None, None
+    from pretrade.models.status import StatusBook, StatusError
+
+    book = StatusBook(models_dir)
+    try:
+        status = book.status(MODEL, scorer.version)
+    except StatusError as e:
+        log.error("model status unknown (%s): treated as shadow", e)
+        book, status = None, "shadow"
+    if drift_config is False:
+        return status, book, None
+    from pretrade.models.drift import DriftConfig, DriftMonitor, Reference
+
+    ref = getattr(scorer, "card", {}).get("reference")
+    if ref is None:
+        log.warning("model %s has no training reference in its card: drift monitoring off", scorer.version)
+        return status, book, None
+    try:
+        monitor = DriftMonitor(Reference.from_dict(ref), drift_config or DriftConfig(), step_ns)
+    except ValueError as e:
+        log.error("%s: drift monitoring off", e)
+        return status, book, None
+    return status, book, monitor
 
 
 @dataclass
@@ -165,9 +208,10 @@ class RiskEngine:
 
     def __init__(self, config: RiskConfig, scorer: Scorer | None = None, model_error: str = "",
                  step_ns: int = 100_000_000, lateness_ns: int = 0, features_every: int = 1,
-                 feature_config: Any = None, max_catchup: int = 3000, top_k: int = 3) -> None:
+                 feature_config: Any = None, max_catchup: int = 3000, top_k: int = 3,
+                 model_status: str = "approved", status_book: Any = None, drift: Any = None) -> None:
         from pretrade.features.engine import FeatureEngine
-        from pretrade.features.spec import FeatureConfig
+        from pretrade.features.spec import FEATURES, FeatureConfig
 
         fc = feature_config or FeatureConfig(step_ns=step_ns)
         if fc.step_ns != step_ns:
@@ -187,6 +231,16 @@ class RiskEngine:
         self.cycles = 0
         self.hb_seq = 0
         self.last_tick: dict[str, int] = {}  # event time of each instrument's latest tick (ns)
+        # governance: lifecycle status of the served model, its log, and the input drift monitor
+        self.status_book = status_book
+        self.model_status = model_status
+        self.drift = drift
+        self.drift_level = 0
+        self.drift_cols = (np.array([FEATURES.index(f) for f in drift.ref.features])
+                           if drift is not None else None)
+        if scorer is not None and model_status == "retired":
+            self.scorer, self.model_error = None, f"model {scorer.version} is retired"
+        self._hold_if_not_approved()
 
     # ---- input ---------------------------------------------------------------------------------
 
@@ -247,7 +301,7 @@ class RiskEngine:
             limits, alerts = self.policy.fail_model(g, self.model_error)
         ready = np.flatnonzero(snap.ready)
         model = ""
-        if self.scorer is not None and self.policy.controls.model_active and len(ready):
+        if self.scorer is not None and (self.policy.controls.model_active or self.shadow) and len(ready):
             try:
                 res = self.scorer.score(snap.z[ready])
                 score[ready] = res.score
@@ -260,6 +314,12 @@ class RiskEngine:
                 rows, al = self.policy.fail_model(g, f"model {self.scorer.version} failed to score: {e}")
                 limits += rows
                 alerts += al
+        if self.drift is not None and self.scorer is not None:
+            report = self.drift.add(snap.z[ready][:, self.drift_cols])
+            if report is not None:
+                rows, al = self._on_drift(g, report)
+                limits += rows
+                alerts += al
         # a score is as old as the instrument's latest tick: a quiet instrument's tier holds
         seen = np.array([self.last_tick.get(s, g) for s in snap.syms], dtype=np.int64)
         rows, al = self.policy.cycle(g, Scores(snap.syms, score, seen, top, model))
@@ -269,7 +329,10 @@ class RiskEngine:
             out.append(Output("features", [_times(n, g), _sym_col(snap.syms), snap.ready.astype(bool),
                                            *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])]]))
         if len(ready):
-            tiers = self.policy.tier[[self.policy._index[snap.syms[k]] for k in ready]]
+            if self.policy.controls.model_active:
+                tiers = self.policy.tier[[self.policy._index[snap.syms[k]] for k in ready]]
+            else:  # shadow (or off): the model's own call, not what binds
+                tiers = np.maximum(tier_of(score[ready], self.policy.config.policy), 0)
             out.append(Output("riskScore", [_times(len(ready), g), _sym_col(snap.syms[k] for k in ready),
                                             score[ready], error[ready], _sym_col(TIERS[t] for t in tiers),
                                             _text_col(top[k] for k in ready),
@@ -279,8 +342,112 @@ class RiskEngine:
             out.append(limits_output(limits))
         if alerts:
             out.append(alerts_output(alerts))
-        out.append(self.heartbeat(g, "ok" if self.policy.controls.model_active else "static"))
+        out.append(self.heartbeat(g, "ok" if self.policy.controls.model_active
+                                  else "shadow" if self.shadow and self.scorer is not None else "static"))
         return out
+
+    # ---- governance ----------------------------------------------------------------------------
+
+    @property
+    def shadow(self) -> bool:
+        """The served model is scored but does not bind (candidate or shadow)."""
+        return self.model_status in ("candidate", "shadow")
+
+    def _hold_if_not_approved(self) -> None:
+        """A loaded model that is not approved never binds: static limits, scored in shadow."""
+        if self.scorer is not None and self.model_status != "approved":
+            from dataclasses import replace
+
+            self.policy.controls = replace(
+                self.policy.controls, model_active=False,
+                model_fault=f"model {self.scorer.version} is {self.model_status}: scored in shadow, "
+                            "not binding, until a person approves it (.rte.approve)")
+
+    def _set_status(self, new: str, who: str, why: str) -> None:
+        """Change the served model's status, logged in the models folder when there is one (a log
+        that cannot be written is reported; the change still takes effect in the engine)."""
+        from pretrade.models.status import check_transition
+
+        check_transition(self.model_status, new, who, why)
+        if self.status_book is not None:
+            try:
+                self.status_book.change(MODEL, new, who, why, version=self.scorer.version)
+            except OSError as e:
+                log.error("status log %s not written: %s", self.status_book.path, e)
+        self.model_status = new
+
+    def _on_drift(self, g: int, report: Any) -> tuple[list[Limit], list[dict]]:
+        """Alerts on a change of the drift level; past the hard threshold, take an approved model
+        off (static limits, shadow scoring) until a person re-approves it."""
+        level = {"ok": 0, "warn": 1, "hard": 2}[report.worst]
+        version = self.scorer.version
+        rows: list[Limit] = []
+        alerts: list[dict] = []
+        if level == 2 and self.model_status == "approved":
+            why = "input drift past the hard threshold: " + "; ".join(report.drifting(2))
+            warn_only = [f for f in report.drifting(1) if f not in report.drifting(2)]
+            if warn_only:
+                why += "; past the warn threshold: " + "; ".join(warn_only)
+            self._set_status("shadow", AUTOMATION, why)
+            rows, alerts = self.policy.act(Action(g, AUTOMATION, "deactivate", note=why))
+            alerts.append(self.policy._alert(
+                g, ALL, "critical", "drift", TIERS[-1], AUTOMATION,
+                f"model {version} taken off, static limits in force: {why} (over {report.rows} rows); "
+                "scored in shadow until a person re-approves it with .rte.approve[model;who;note]"))
+        elif level > self.drift_level:
+            alerts.append(self.policy._alert(
+                g, ALL, "warning", "drift", "", AUTOMATION,
+                f"input drift ({report.worst}) of model {version}: " + "; ".join(report.drifting(1))
+                + f" (over {report.rows} rows)"))
+        elif level == 0 and self.drift_level > 0:
+            alerts.append(self.policy._alert(g, ALL, "info", "drift", "", AUTOMATION,
+                                             f"input drift of model {version} back within thresholds"))
+        self.drift_level = level
+        return rows, alerts
+
+    def approve(self, model: str, who: str, note: str = "") -> list[Output]:
+        """A person approves the served model (name or version): status approved, logged with who
+        and why, a fresh drift window, and the model binds again. Automation cannot call this."""
+        if self.scorer is None:
+            raise ValueError(f"no model to approve: {self.model_error}")
+        if model not in (MODEL, self.scorer.version):
+            raise ValueError(f"the engine serves {MODEL} {self.scorer.version}, not {model!r}")
+        if not who or who == AUTOMATION:
+            raise ValueError("only a named person approves a model")
+        why = note or "approved at the risk engine"
+        if self.model_status != "approved":
+            self._set_status("approved", who, why)
+        if self.drift is not None:
+            self.drift.reset()
+            self.drift_level = 0
+        if not self.policy.controls.model_active:
+            return self.act("activate", who=who, note=f"approve {self.scorer.version}: {why}")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return [alerts_output([self.policy._alert(self.now, ALL, "info", "approve", "", who,
+                                                  f"approve {self.scorer.version} by {who}: {why} "
+                                                  f"(at {stamp}); already binding")])]
+
+    def to_shadow(self, model: str, who: str, note: str = "") -> list[Output]:
+        """A person puts the approved served model in shadow: scored, not binding (static limits)."""
+        if self.scorer is None:
+            raise ValueError(f"no model loaded: {self.model_error}")
+        if model not in (MODEL, self.scorer.version):
+            raise ValueError(f"the engine serves {MODEL} {self.scorer.version}, not {model!r}")
+        if not who:
+            raise ValueError("an action needs the name of who takes it")
+        why = note or "put in shadow at the risk engine"
+        self._set_status("shadow", who, why)
+        return self.act("deactivate", who=who, note=f"shadow {self.scorer.version}: {why}")
+
+    def drift_status(self) -> dict[str, Any]:
+        """The drift monitor's last check (per feature PSI, KS, level), window and thresholds."""
+        if self.drift is None:
+            return {"enabled": False}
+        from dataclasses import asdict
+
+        last = self.drift.last
+        return {"enabled": True, "config": asdict(self.drift.config),
+                **(last.as_dict() if last is not None else {"rows": 0, "worst": "ok", "features": {}})}
 
     def heartbeat(self, t: int, status: str) -> Output:
         """One `heartbeat` row: the engine is alive at t (its seq is the limits' seq)."""
@@ -299,6 +466,9 @@ class RiskEngine:
             raise ValueError("an action needs the name of who takes it")
         if kind == "activate" and self.scorer is None:
             raise ValueError(f"no model to activate: {self.model_error}")
+        if kind == "activate" and self.model_status != "approved":
+            raise ValueError(f"model {self.scorer.version} is {self.model_status}: only a person's "
+                             ".rte.approve[model;who;note] puts it back to work")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows, alerts = self.policy.act(Action(self.now, who, kind, sym, strategy,
                                               f"{note} (at {stamp})".strip()))
@@ -356,6 +526,7 @@ class RiskEngine:
                         last_cycle = int(_ns(cols["time"][i:i + 1])[0])
                         self.cycles = max(self.cycles, int(cols["cycles"][i]))
         self.policy.restore(limits, actions)
+        self._hold_if_not_approved()  # a replayed `activate` does not bind a model taken off since
         if last_cycle is not None:
             self.next_grid = last_cycle + self.step_ns
             self.now = last_cycle
@@ -375,7 +546,9 @@ def q_engine(models: str = "models", lateness_s: float = 1.0, limits: str = "") 
     scorer, err = load_scorer(models)
     if scorer is None:
         log.critical("%s: every instrument on static limits", err)
-    return RiskEngine(load_config(limits or None), scorer, err, lateness_ns=int(lateness_s * 1e9))
+    status, book, drift = load_governance(models, scorer)
+    return RiskEngine(load_config(limits or None), scorer, err, lateness_ns=int(lateness_s * 1e9),
+                      model_status=status, status_book=book, drift=drift)
 
 
 def q_ingest(engine: RiskEngine, table: Any, data: Any) -> list[list[Any]]:
@@ -491,7 +664,9 @@ class Service:
         .rte.reduce[sym;strategy;who], .rte.deactivate[who;note], .rte.activate[who],
         .rte.status[], .rte.limits[sym], .rte.override[sym;strategy;limit;value;seconds;who;note]
         (limit: a `limits` column such as maxQty, within its static ceiling, for seconds of event time). ` is "every" for sym and strategy. With a users file the
-        login name is recorded as who (a differing `who` argument goes into the note)."""
+        login name is recorded as who (a differing `who` argument goes into the note).
+        Governance: .rte.approve[model;who;note] (a person re-approves the model: it binds again),
+        .rte.shadow[model;who;note] (scored, not binding), .rte.drift[] (the last drift check)."""
         def action(kind: str):
             def call(conn, *args):
                 from pretrade.ipc.codec import QError
@@ -518,6 +693,8 @@ class Service:
             with self.lock:
                 return {"cycles": e.cycles, "seq": e.policy.seq, "instruments": len(e.features.syms),
                         "modelActive": e.policy.controls.model_active, "model": getattr(e.scorer, "version", ""),
+                        "modelStatus": e.model_status if e.scorer is not None else "",
+                        "drift": e.drift_status().get("worst", "off") if e.drift is not None else "off",
                         "modelFault": e.policy.controls.model_fault or e.model_error,
                         "breakers": sorted(e.policy.controls.breakers),
                         "kills": [f"{s or '*'}/{t or '*'}" for s, t in sorted(e.policy.controls.kills)],
@@ -544,7 +721,32 @@ class Service:
                 raise QError(str(e)) from None
             return f"override {_s(sym)}/{_s(strategy) or '*'} {_s(name)}={float(value):g} by {who}"
 
+        def governance(method: str):
+            def call(conn, model=b"", who=b"", note=b""):
+                from pretrade.ipc.codec import QError
+
+                model, who, note = _s(model), _s(who), _s(note)
+                if conn.user and who and who != conn.user:
+                    note = f"{note} (for {who})".strip()
+                who = conn.user or who
+                try:
+                    with self.lock:
+                        self.publish(getattr(self.engine, method)(model, who, note))
+                except ValueError as e:
+                    raise QError(str(e)) from None
+                return f"{method} {model} by {who}: status {self.engine.model_status}"
+            return call
+
+        def drift(conn, *_):
+            import json
+
+            with self.lock:
+                return json.dumps(self.engine.drift_status())
+
         fs = {f".rte.{k}": action(k) for k in ACTIONS}
+        fs[".rte.approve"] = governance("approve")
+        fs[".rte.shadow"] = governance("to_shadow")
+        fs[".rte.drift"] = drift
         fs[".rte.override"] = override
         fs[".rte.status"] = status
         fs[".rte.limits"] = limits
@@ -566,8 +768,19 @@ def run(args: argparse.Namespace) -> int:
         log.critical("%s: every instrument on static limits", err)
     else:
         log.info("model %s loaded from %s", scorer.version, args.models)
-    engine = RiskEngine(config, scorer, err, step_ns=int(args.step_ms * 1e6),
-                        lateness_ns=int(args.lateness * 1e9), features_every=args.features_every)
+    step_ns = int(args.step_ms * 1e6)
+    drift_cfg: Any = False
+    if not args.no_drift:
+        from pretrade.models.drift import DriftConfig
+
+        drift_cfg = DriftConfig(window_s=args.drift_window, check_s=args.drift_check)
+    status, book, drift = load_governance(args.models, scorer, step_ns, drift_cfg)
+    if scorer is not None:
+        log.info("model %s status %s; drift monitoring %s", scorer.version, status,
+                 "on" if drift is not None else "off")
+    engine = RiskEngine(config, scorer, err, step_ns=step_ns,
+                        lateness_ns=int(args.lateness * 1e9), features_every=args.features_every,
+                        model_status=status, status_book=book, drift=drift)
     svc = Service(engine, args.tp, os.environ.get("PRETRADE_USER", ""),
                   os.environ.get("PRETRADE_PASSWORD", ""))
     threading.Thread(target=svc.subscribe_forever, name="rte-feed", daemon=True).start()
@@ -603,3 +816,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-every", type=int, default=1, metavar="N",
                    help="publish the features table every N cycles (default 1: every cycle)")
     p.add_argument("--users", metavar="FILE", help="users file for IPC logins (default: no authentication)")
+    p.add_argument("--drift-window", type=float, default=600.0, metavar="SECONDS",
+                   help="rolling window of event time over which input drift (PSI, KS against the "
+                        "model card's training reference) is judged (default 600)")
+    p.add_argument("--drift-check", type=float, default=5.0, metavar="SECONDS",
+                   help="judge drift every this many seconds of event time (default 5)")
+    p.add_argument("--no-drift", action="store_true",
+                   help="switch drift monitoring off (the model is then never taken off for drift)")

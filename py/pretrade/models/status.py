@@ -1,0 +1,190 @@
+"""Model lifecycle: candidate -> shadow -> approved -> retired, with who, when and why.
+
+The truth is an append-only log, `status.jsonl` in the models folder (one JSON object a line:
+time, model, version, from, to, who, why); the card's `status` field mirrors the latest entry so
+a card read alone shows it. A card with no status and no log entry predates governance and counts
+as approved. Only a person approves: automation (who == "automation") may take a model off
+(approved -> shadow) but never put it back.
+
+The risk engine binds only an approved model; a candidate or shadow model is scored but its
+scores do not set limits; a retired one is not loaded.
+
+    pretrade model-status                       # every model's status and its last change
+    pretrade model-status approve vae --who alice --why "validated on the 2026-11 replay"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("candidate", "shadow", "approved", "retired")
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "candidate": frozenset({"shadow", "approved", "retired"}),
+    "shadow": frozenset({"approved", "retired"}),
+    "approved": frozenset({"shadow", "retired"}),
+    "retired": frozenset(),
+}
+AUTOMATION = "automation"
+LEGACY = "approved"  # a card from before governance, with no status anywhere
+LOG_NAME = "status.jsonl"
+
+
+class StatusError(ValueError):
+    """A status change that the lifecycle does not allow, or lacks who or why."""
+
+
+def check_transition(old: str, new: str, who: str, why: str) -> None:
+    """StatusError unless old -> new is allowed for `who`, with a reason."""
+    if new not in STATUSES:
+        raise StatusError(f"unknown status {new!r}; one of {', '.join(STATUSES)}")
+    if new not in TRANSITIONS.get(old, frozenset()):
+        allowed = ", ".join(sorted(TRANSITIONS.get(old, ()))) or "none (final)"
+        raise StatusError(f"a {old} model cannot become {new}; from {old}: {allowed}")
+    if not who.strip():
+        raise StatusError("a status change needs the name of who makes it")
+    if not why.strip():
+        raise StatusError("a status change needs a reason")
+    if new == "approved" and who == AUTOMATION:
+        raise StatusError("only a person approves a model; automation may only take it off")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the status log."""
+
+    time: str
+    model: str
+    version: str
+    old: str
+    new: str
+    who: str
+    why: str
+
+    def to_json(self) -> str:
+        return json.dumps({"time": self.time, "model": self.model, "version": self.version,
+                           "from": self.old, "to": self.new, "who": self.who, "why": self.why})
+
+
+class StatusBook:
+    """The status log and cards of one models folder."""
+
+    def __init__(self, models_dir: str | Path) -> None:
+        self.dir = Path(models_dir)
+        self.path = self.dir / LOG_NAME
+
+    def history(self, model: str | None = None) -> list[Change]:
+        """Every logged change (of one model name if given), oldest first; a torn last line
+        (a crash mid-write) is skipped with a warning."""
+        if not self.path.exists():
+            return []
+        out = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                c = Change(d["time"], d["model"], d["version"], d["from"], d["to"], d["who"], d["why"])
+            except (ValueError, KeyError) as e:
+                log.warning("%s line %d unreadable, skipped: %s", self.path, n, e)
+                continue
+            if model is None or c.model == model:
+                out.append(c)
+        return out
+
+    def card(self, model: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / f"{model}.json").read_text())
+        except FileNotFoundError:
+            raise StatusError(f"no model {model!r} in {self.dir} ({model}.json missing)") from None
+
+    def status(self, model: str, version: str | None = None) -> str:
+        """The status of a model (its card's version unless given): the last logged change of
+        that version, else the card's field, else approved (a card from before governance)."""
+        card = self.card(model)
+        version = version or str(card.get("version", ""))
+        for c in reversed(self.history(model)):
+            if c.version == version:
+                return c.new
+        return str(card.get("status", LEGACY)) if card.get("version") == version else "candidate"
+
+    def change(self, model: str, new: str, who: str, why: str, version: str | None = None) -> Change:
+        """Move a model to `new`: checked, appended to the log (fsynced), mirrored in its card."""
+        card = self.card(model)
+        version = version or str(card.get("version", ""))
+        old = self.status(model, version)
+        check_transition(old, new, who, why)
+        c = Change(datetime.now(UTC).isoformat(timespec="milliseconds"), model, version, old, new,
+                   who, why)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (c.to_json() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if card.get("version") == version:
+            card.update(status=new, status_changed={"time": c.time, "who": who, "why": why})
+            tmp = self.dir / f".{model}.json.tmp"
+            tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+            os.replace(tmp, self.dir / f"{model}.json")
+        log.warning("model %s %s: %s -> %s by %s: %s", model, version, old, new, who, why)
+        return c
+
+    def models(self) -> list[str]:
+        """Names of the models in the folder (cards with a kind)."""
+        names = []
+        for p in sorted(self.dir.glob("*.json")):
+            try:
+                if "kind" in json.loads(p.read_text()):
+                    names.append(p.stem)
+            except (OSError, ValueError):
+                continue
+        return names
+
+
+# ---- `pretrade model-status` ---------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="show",
+                   choices=["show", "history", "candidate", "shadow", "approve", "retire"],
+                   help="show (default): each model's status; history: the log; the others move "
+                        "MODEL to that status (approve: to approved). For a running engine use its "
+                        "IPC call .rte.approve[model;who;note] instead, which also puts it back to work")
+    p.add_argument("model", nargs="?", help="model name, the card's file name without .json (e.g. vae)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="models folder (default models)")
+    p.add_argument("--who", default="", help="who makes the change (required to change)")
+    p.add_argument("--why", default="", help="why (required to change)")
+
+
+def run(args: argparse.Namespace) -> int:
+    book = StatusBook(args.models)
+    if args.action == "show":
+        for m in book.models():
+            card = book.card(m)
+            last = [c for c in book.history(m) if c.version == card.get("version")]
+            tail = f"  ({last[-1].time} by {last[-1].who}: {last[-1].why})" if last else ""
+            print(f"{m:16s} {card.get('version', '?'):32s} {book.status(m)}{tail}")
+        return 0
+    if args.action == "history":
+        for c in book.history(args.model):
+            print(c.to_json())
+        return 0
+    if not args.model:
+        print("name the model, e.g. pretrade model-status approve vae --who NAME --why TEXT")
+        return 2
+    new = "approved" if args.action == "approve" else "retired" if args.action == "retire" else args.action
+    try:
+        c = book.change(args.model, new, args.who, args.why)
+    except StatusError as e:
+        print(f"refused: {e}")
+        return 2
+    print(f"{c.model} {c.version}: {c.old} -> {c.new} by {c.who}")
+    return 0
