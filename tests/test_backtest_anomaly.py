@@ -145,7 +145,7 @@ def test_report_from_simulated_days(tmp_path):
               "anomaly_crash_1.png"):
         assert (path.parent / f).stat().st_size > 0, f
     data = json.loads((path.parent / "anomaly.json").read_text())
-    assert set(data["summary"]) == {"vae", "vpin", "spread", "rv", "spread|rv"}
+    assert set(data["summary"]) == {"vae", "vae-budget", "vpin", "spread", "rv", "spread|rv"}
     assert data["summary"]["vae"]["crashes"] == 1
 
 
@@ -166,7 +166,7 @@ def test_cli_writes_the_report(tmp_path):
         assert (rep / f).stat().st_size > 0, f
     data = json.loads((rep / "anomaly.json").read_text())
     assert data["summary"]["vae"]["crashes"] == 2  # the ESZ6 and GLOW crashes of the standard design
-    assert set(data["summary"]) == {"vae", "vpin", "spread", "rv", "spread|rv"}
+    assert set(data["summary"]) == {"vae", "vae-budget", "vpin", "spread", "rv", "spread|rv"}
     text = (rep / "anomaly.md").read_text()
     assert "## Targets" in text and "![anomaly_crash_1.png](anomaly_crash_1.png)" in text
     assert len(list((tmp_path / "cache").glob("*_rows.parquet"))) == 6  # 2 normal + 2 crashes + 2 stress

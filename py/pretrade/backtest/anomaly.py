@@ -145,7 +145,9 @@ def detector_scores(d: DayData, th: Thresholds) -> dict[str, np.ndarray]:
         missing = sorted(set(np.unique(d.sym)) - set(ref))
         if missing:
             raise ValueError(f"{d.day.name()}: instruments {missing} have no calibration reference")
-        den = np.array([ref[s] for s in d.sym])
+        den = np.empty(len(d.sym))
+        for g in d.groups:
+            den[g] = ref[d.sym[g[0]]]
         out[det] = d.signals[raw] / den
     if "spread" in th.threshold and "rv" in th.threshold:
         out["spread|rv"] = np.maximum(out["spread"] / th.threshold["spread"], out["rv"] / th.threshold["rv"])

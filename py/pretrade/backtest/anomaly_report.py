@@ -115,14 +115,17 @@ def _plots(ev: Evaluation, out: Path) -> list[str]:
         if pos and neg and thr is not None:
             y = np.concatenate([np.ones(sum(map(len, pos)), bool), np.zeros(sum(map(len, neg)), bool)])
             pr, rc, _ = precision_recall_curve(y, np.concatenate([*pos, *neg]))
+            step = max(1, len(pr) // 2000)  # a drawable number of points
+            pr, rc = pr[::step], rc[::step]
             axes[1].plot(rc, pr, label=f"{_LABEL[det]} (AP {ev.pr[det]['pr_auc']:.3f})")
     axes[0].set(xscale="log", xlabel="false alarms per normal day, market-wide (test days; 0 drawn at 0.01)",
                 ylabel="crashes alerted before the bottom", title="Crash detection vs false alarms (* = matched)")
     axes[1].set(xlabel="recall (crash-window rows)", ylabel="precision",
                 title="PR: crash-window rows vs normal-day rows")
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="upper right")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "anomaly_recall_pr.png", dpi=80)
     plt.close(fig)
