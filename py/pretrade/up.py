@@ -89,6 +89,15 @@ def ipc_credentials(data: Path) -> tuple[Path, str]:
     return users_file, password
 
 
+def fix_password(data: Path) -> str:
+    """The FIX password of client CLIENT1 (Logon tag 554), random, made once, kept in data/fix-password."""
+    path = data / "fix-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def api_tokens(data: Path) -> Path:
     """The stack's API users file with fresh tokens for a risk officer and a trader, made once;
     the tokens themselves are kept in data/api-tokens (mode 600), never in the repository."""
@@ -109,6 +118,7 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
     """The embedded engine's processes, in start order."""
     exe = [sys.executable, "-m", "pretrade.cli"]
     tp, rdb, hdb, rte = topo["tp"], topo["rdb"], topo["hdb"], topo["rte"]
+    ex_port, gw_port = topo["exchange"]["fix_port"], topo["gateway"]["fix_port"]
     tp_addr = f"{tp['host']}:{tp['port']}"
     journal, hdb_dir = data / "journal", data / "hdb"
     procs = [
@@ -120,9 +130,15 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                               "--hdb-addr", f"127.0.0.1:{hdb['port']}", "--users", str(users)], rdb["port"]),
         Process("rte", exe + ["rte", "--port", str(rte["port"]), "--tp", tp_addr,
                               "--models", str(ROOT / "models"), "--users", str(users)], rte["port"]),
+        Process("exchange", exe + ["exchange", "--fix-port", str(ex_port),
+                                   "--workdir", str(data / "fix" / "exchange")], ex_port),
+        Process("gateway", exe + ["gateway", "--fix-port", str(gw_port), "--tp", tp_addr,
+                                  "--rte", f"127.0.0.1:{rte['port']}", "--exchange", f"127.0.0.1:{ex_port}",
+                                  "--port", str(topo["gateway"]["control_port"]), "--users", str(users),
+                                  "--workdir", str(data / "fix" / "gateway")], gw_port),
         Process("api", exe + ["api", "--port", str(topo["api"]["port"]), "--tp", tp_addr,
                               "--rdb", f"127.0.0.1:{rdb['port']}", "--hdb", f"127.0.0.1:{hdb['port']}",
-                              "--rte", f"127.0.0.1:{rte['port']}", "--gw", "127.0.0.1:5014",
+                              "--rte", f"127.0.0.1:{rte['port']}", "--gw", f"127.0.0.1:{topo['gateway']['control_port']}",
                               "--users", str(api_tokens(data)),
                               "--audit", str(data / "log" / "audit.jsonl")], topo["api"]["port"]),
     ]
@@ -216,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         procs = kdb_stack(topo, data)
     else:
         users, password = ipc_credentials(data)
-        env.update(PRETRADE_USER=IPC_USER, PRETRADE_PASSWORD=password)
+        env.update(PRETRADE_USER=IPC_USER, PRETRADE_PASSWORD=password,
+                   PRETRADE_FIX_PASSWORD=env.get("PRETRADE_FIX_PASSWORD") or fix_password(data))
         procs = embedded_stack(topo, data, users, args)
     for p in procs:
         if p.port and _port_open(p.port):
@@ -227,6 +244,9 @@ def run(args: argparse.Namespace) -> int:
             _wait_port(p)
         _print_banner(topo, data, args.engine)
         supervise(procs, logs, env, args.duration)
+    except RuntimeError as e:  # a process that would not start: say which and why, stop the rest
+        log.error("%s", e)
+        return 1
     finally:
         log.info("stopping: feed first, then consumers, then the tickerplant")
         for p in reversed(procs):
@@ -246,6 +266,8 @@ def _print_banner(topo: dict, data: Path, engine: str) -> None:
         f"  risk engine  kdb+ IPC  127.0.0.1:{topo['rte']['port']}   e.g. pretrade query :{topo['rte']['port']} "
         f"\".rte.status[]\"\n"
         f"  dashboard    http://127.0.0.1:{topo['api']['port']}/   (REST API: /openapi.json; tokens in {data / 'api-tokens'})\n"
+        f"  FIX gateway  127.0.0.1:{topo['gateway']['fix_port']}   FIX 4.4, TargetCompID PRETRADE, "
+        f"SenderCompID CLIENT1, password (tag 554) in {data / 'fix-password'}\n"
         f"  credentials  {creds}\n"
         f"  logs         {data / 'log'}\n",
         flush=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from pretrade.config import ROOT
 from pretrade.gateway.sessions import EXCHANGE_ID, EXCHANGE_PORT, GATEWAY_ID, GATEWAY_PORT
+from pretrade.ipc.auth import Users
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class GatewayService:
                  ttl_s: float = 3.0, fallback_scale: float = 0.5, clients_path: str | None = None,
                  limits_path: str | None = None, model_path: str | None = "models/fatfinger.onnx",
                  mode: str = "enforce", ab_share: float = 0.5, control_port: int | None = None,
-                 rte: str | None = None) -> None:
+                 rte: str | None = None, users: Users | None = None) -> None:
         from pretrade.gateway.fixapp import Gateway
         from pretrade.gateway.gate import Gate
         from pretrade.gateway.limits_table import LimitsTable
@@ -38,6 +40,7 @@ class GatewayService:
 
         self.workdir, self.fix_port, self.host, self.tp = Path(workdir), fix_port, host, tp
         self.exchange_addr, self.control_port, self.rte = exchange, control_port, rte
+        self.users = users
         self.config = load_config(limits_path)
         self.clients = load_clients(clients_path)
         self.publisher = TpPublisher(tp)
@@ -136,7 +139,8 @@ class GatewayService:
         from pretrade.schema import TABLES
 
         try:
-            with QClient(*parse_addr(self.rte), timeout=5.0) as q:
+            with QClient(*parse_addr(self.rte), os.environ.get("PRETRADE_USER", ""),
+                         os.environ.get("PRETRADE_PASSWORD", ""), timeout=5.0) as q:
                 cols = q.query(".rte.limits", "")
         except Exception as e:  # noqa: BLE001 - fail closed: wait for published limits instead
             log.warning("no limits snapshot from the risk engine at %s (%s): waiting for published limits", self.rte, e)
@@ -197,7 +201,8 @@ class GatewayService:
             return {k: (str(v) if isinstance(v, dict) else v) for k, v in self.status().items()}
 
         return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status},
-                                           expressions={".gw.status": status}), self.host, self.control_port)
+                                           expressions={".gw.status": status}), self.host, self.control_port,
+                                users=self.users)
 
 
 def _s(v: Any) -> str:
@@ -229,6 +234,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "dynamic recorded), ab (a share of flow on dynamic); change per sym or strategy at "
                         "run time with .gw.mode on the control port")
     p.add_argument("--ab-share", type=float, default=0.5, help="A/B: share of (account, strategy) keys on dynamic limits")
+    p.add_argument("--users", metavar="FILE",
+                   help="IPC users file the control port checks logins against (default: none, any login)")
     p.add_argument("--port", type=int, default=CONTROL_PORT,
                    help=f"kdb+ IPC control port (.gw.status, .gw.mode[`sym|`strategy;`KEY;`mode;`who]; default {CONTROL_PORT}; 0 disables)")
     p.add_argument("--workdir", default="var/fix/gateway", help="QuickFIX settings, stores and logs (default var/fix/gateway)")
@@ -243,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
         svc = GatewayService(Path(args.workdir), args.fix_port, args.tp or None, parse_addr(args.exchange),
                              args.host, args.ttl, args.fallback_scale, args.clients, args.limits,
                              None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
-                             args.port or None, args.rte or None).start()
+                             args.port or None, args.rte or None,
+                             Users.load(args.users) if args.users else None).start()
     except (ModelRefused, ValueError, OSError) as e:  # config, model or port: say which, do not start
         log.error("gateway not started: %s", e)
         return 1
