@@ -52,9 +52,13 @@ def test_new_partitions_and_a_second_end_of_day_are_seen(tmp_path):
     write_partition(tmp_path, DAY, _day([("A", 1.0)]))
     assert hdb.query("select count(*) from trade").columns[0][0] == 1
     write_partition(tmp_path, DAY + dt.timedelta(days=1), _day([("A", 1.0), ("C", 2.0)]))
-    write_partition(tmp_path, DAY, _day([("Z", 9.0)]))  # same day again: appended, not replaced
+    # Same day again (a restart replayed the whole journal): the partition is replaced, so the
+    # replayed row A is stored once, not twice.
+    write_partition(tmp_path, DAY, _day([("A", 1.0), ("Z", 9.0)]))
     r = hdb.query("select date, count(*) as n from trade group by date order by date")
     assert r.columns[1].tolist() == [2, 2]
+    day = hdb.query("select sym from trade where date = '2026-11-20' order by sym")
+    assert day.columns[0].tolist() == ["A", "Z"]
     assert partitions(tmp_path) == ["2026-11-20", "2026-11-21"]
 
 

@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default=None, help="market scenario the simulated feed plays (default from topology)")
     p.add_argument("--speed", default=None, help="feed speed: 1 real time, N times faster, max")
     p.add_argument("--no-feed", action="store_true", help="start no market feed")
+    p.add_argument("--skip", nargs="+", default=[], metavar="NAME",
+                   help="processes not to start (e.g. --skip gateway exchange api)")
     p.add_argument("--for", dest="duration", type=float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
 
@@ -235,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
         env.update(PRETRADE_USER=IPC_USER, PRETRADE_PASSWORD=password,
                    PRETRADE_FIX_PASSWORD=env.get("PRETRADE_FIX_PASSWORD") or fix_password(data))
         procs = embedded_stack(topo, data, users, args)
+    unknown = set(args.skip) - {p.name for p in procs}
+    if unknown:
+        raise SystemExit(f"--skip: no process called {', '.join(sorted(unknown))}; "
+                         f"the stack has {', '.join(p.name for p in procs)}")
+    procs = [p for p in procs if p.name not in args.skip]
     for p in procs:
         if p.port and _port_open(p.port):
             raise SystemExit(f"port {p.port} for {p.name} is already in use: is another stack running?")
@@ -246,12 +253,45 @@ def run(args: argparse.Namespace) -> int:
         supervise(procs, logs, env, args.duration)
     except RuntimeError as e:  # a process that would not start: say which and why, stop the rest
         log.error("%s", e)
-        return 1
-    finally:
-        log.info("stopping: feed first, then consumers, then the tickerplant")
         for p in reversed(procs):
             _stop(p)
+        return 1
+    shutdown(procs, topo, data, env, end_day=args.engine == "embedded")
     return 0
+
+
+def shutdown(procs: list[Process], topo: dict, data: Path, env: dict[str, str], end_day: bool) -> None:
+    """Stop cleanly: the feed first (nothing new arrives), then end of day (the RDB writes today's
+    partition), then the consumers, then the tickerplant. Every update was journaled on arrival,
+    so nothing is lost even if end of day cannot run."""
+    by_name = {p.name: p for p in procs}
+    if "feed" in by_name:
+        _stop(by_name["feed"])
+    if end_day and all(by_name[n].popen and by_name[n].popen.poll() is None for n in ("tp", "rdb")):
+        _end_of_day(topo, data, env)
+    log.info("stopping: consumers, then the tickerplant")
+    for p in reversed(procs):
+        _stop(p)
+
+
+def _end_of_day(topo: dict, data: Path, env: dict[str, str], timeout: float = 60.0) -> None:
+    """Ask the tickerplant for end of day and wait until the RDB has written the partition."""
+    from pretrade.tick.eod import end_of_day
+
+    try:
+        ended = end_of_day(topo["tp"]["host"], topo["tp"]["port"], env.get("PRETRADE_USER", ""),
+                           env.get("PRETRADE_PASSWORD", ""))
+    except Exception as e:  # noqa: BLE001 - the journal still holds the day: report, carry on stopping
+        log.error("end of day failed (%s); today's data stays in the journal and replays on restart", e)
+        return
+    partition = data / "hdb" / f"date={ended:%Y-%m-%d}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not partition.exists():
+        time.sleep(0.2)
+    if partition.exists():
+        log.info("end of day %s written to %s", ended, partition)
+    else:
+        log.error("the RDB did not write %s within %.0fs; the journal still holds the day", partition, timeout)
 
 
 def _print_banner(topo: dict, data: Path, engine: str) -> None:

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     ev = evaluate(days[: len(cal_days)], days[len(cal_days):])
-    meta = {"command": "pretrade backtest-anomaly " + " ".join(sys.argv[2:]),
+    given = sys.argv[2:] if sys.argv[1:2] == ["backtest-anomaly"] else sys.argv[1:]
+    meta = {"command": " ".join(["pretrade backtest-anomaly", *given]),
             "model": args.model, "version": scorer.version, "syms": syms,
             "cal_seeds": args.cal_seeds, "normal_seeds": args.normal_seeds,
             "normal_duration": args.normal_duration, "stress_duration": args.stress_duration,

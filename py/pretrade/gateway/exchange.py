@@ -1,9 +1,14 @@
 """`pretrade exchange`: a FIX 4.4 venue on top of the simulator's matching engine.
 
 `Venue` is the exchange's order handling without FIX: NewOrderSingle, cancel and replace against
-a seeded `Simulation`'s books (primed with one block of simulated flow so there is liquidity);
-accepted orders match, rest and move the book. It returns the FIX messages to send as
-(MsgType, {tag: value}). `ExchangeApp` is the QuickFIX Application that feeds it.
+a seeded `Simulation`'s books; accepted orders match, rest and move the book. It returns the FIX
+messages to send as (MsgType, {tag: value}). `ExchangeApp` is the QuickFIX Application that feeds it.
+
+Two ways to run: without `--tp` the books are primed with one block of simulated flow and stay
+still (a venue for tests); with `--tp` the venue IS the market: `run_market` advances the
+simulation one second of market time at a time (paced by `--speed`, after a `--warmup` published
+as fast as possible) and publishes its quote/trade/book/l3 rows to the tickerplant with the
+feed's publisher, so outside orders trade in the same books everyone watches.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import itertools
 import logging
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pretrade.gateway import messages as m
 from pretrade.gateway.sessions import EXCHANGE_ID, EXCHANGE_PORT, GATEWAY_ID
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +201,43 @@ class Venue:
             return [o.report("5", self._eid(), {m.ORIG_CL_ORD_ID: orig}), *self._submit(o)]
 
 
+def market_seconds(venue: Venue, s0: int, s1: int, stop: threading.Event | None = None
+                   ) -> Iterator[dict[str, pd.DataFrame]]:
+    """Advance the venue's simulation second by second over [s0, s1) and yield each second's
+    tables (all instruments merged); the venue's lock is held while a second is simulated, so
+    outside orders land between seconds, stamped at the start of the next one."""
+    from pretrade.market.simulator import merge_columns
+
+    sim = venue.sim
+    for s in range(s0, min(s1, sim.n_sec)):
+        if stop is not None and stop.is_set():
+            return
+        with venue.lock:
+            sim.clock = s
+            parts = [x.run_block(s, s + 1) for x in sim.sims]
+            sim.clock = s + 1
+        yield {name: merge_columns([p.get(name, {}) for p in parts], name)
+               for name in ("quote", "trade", "book", "l3")}
+
+
+def run_market(venue: Venue, tp: str | None, speed: float | None, warmup: int,
+               stop: threading.Event | None = None) -> dict:
+    """Publish the venue's market to the tickerplant `tp`: the first `warmup` seconds as fast as
+    the tickerplant takes them, the rest at `speed` x real time (None: as fast as possible).
+    Returns what feed.pump reports (rows sent and refused, seconds)."""
+    from pretrade.market.feed import Publisher, pump
+
+    pub = Publisher(tp)
+    try:
+        first = pump(market_seconds(venue, 0, warmup, stop), pub, None) if warmup > 0 else {}
+        log.info("market warm-up done: %d s of market time", warmup)
+        rest = pump(market_seconds(venue, warmup, venue.sim.n_sec, stop), pub, speed)
+    finally:
+        pub.close()
+    return {"sent": dict(pub.sent), "refused": dict(pub.refused),
+            "seconds": first.get("seconds", 0.0) + rest["seconds"]}
+
+
 def _side(text: str | None) -> str:
     return m.SIDES.get(text or "", "")
 
@@ -279,23 +325,72 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--members", default=GATEWAY_ID,
                    help=f"comma-separated SenderCompIDs allowed to connect (default {GATEWAY_ID})")
-    p.add_argument("--scenario", default="normal", help="simulator scenario that primes the books (default normal)")
+    p.add_argument("--scenario", default="normal", help="simulator scenario of the market (default normal)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--syms", default="", help="comma-separated instruments (default: the simulator's ten)")
+    p.add_argument("--tp", default="", metavar="HOST:PORT",
+                   help="publish the venue's market (quote, trade, book, l3) to this tickerplant and advance it "
+                        "in time; without it the books are primed once and stay still")
+    p.add_argument("--speed", type=_speed, default=None, metavar="X",
+                   help="with --tp: market time at X times real time, or 'max' (default max)")
+    p.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
+                   help="with --tp: publish the first SECONDS of market time as fast as possible (default 0)")
+    p.add_argument("--duration", default="6.5h", help="with --tp: market time to simulate (default 6.5h)")
+    p.add_argument("--start", default=None, help="with --tp: market time of the first second (default the simulator's)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a scenario parameter (repeatable), e.g. -p at=600 -p sym=ESZ6")
     p.add_argument("--workdir", default="var/fix/exchange",
                    help="QuickFIX settings, message store and logs (default var/fix/exchange)")
+
+
+def _speed(value: str) -> float | None:
+    from pretrade.market.feed import parse_speed
+
+    return parse_speed(value)
+
+
+def _venue(args: argparse.Namespace) -> Venue:
+    """The venue the arguments ask for (ValueError on a bad scenario, parameter or instrument)."""
+    from pretrade.market.scenarios import parse_params
+    from pretrade.market.simulator import DEFAULT_START, Simulation
+
+    syms = [s for s in args.syms.split(",") if s] or None
+    if not args.tp:
+        return Venue.primed(args.scenario, args.seed, syms)
+    sim = Simulation(args.scenario, args.seed, syms, args.duration, start=args.start or DEFAULT_START,
+                     **parse_params(args.param, args.scenario))
+    return Venue(sim)
 
 
 def run(args: argparse.Namespace) -> int:
     from pretrade.gateway.process import wait_for_signal
 
-    venue = Venue.primed(args.scenario, args.seed, [s for s in args.syms.split(",") if s] or None)
+    try:
+        venue = _venue(args)
+    except ValueError as e:
+        log.error("exchange not started: %s", e)
+        return 2
     running = start_exchange(Path(args.workdir), args.fix_port, args.host,
                              [x for x in args.members.split(",") if x], venue)
-    log.info("exchange %s listening on %s:%d for %s (FIX 4.4); books: %s", EXCHANGE_ID, args.host,
-             args.fix_port, args.members, ", ".join(f"{s} {venue.mid(s):g}" for s in venue.insts))
+    log.info("exchange %s listening on %s:%d for %s (FIX 4.4); instruments: %s", EXCHANGE_ID, args.host,
+             args.fix_port, args.members, ", ".join(venue.insts))
+    stop = threading.Event()
+    market = None
+    if args.tp:
+        def _market() -> None:
+            try:
+                res = run_market(venue, args.tp, args.speed, args.warmup, stop)
+                log.info("market simulation finished (%s); the books stay open", res["sent"])
+            except (ConnectionError, OSError) as e:
+                log.error("market stopped: tickerplant %s: %s; the books stay open", args.tp, e)
+
+        market = threading.Thread(target=_market, name="exchange-market", daemon=True)
+        market.start()
     try:
         wait_for_signal()
     finally:
+        stop.set()
+        if market is not None:
+            market.join(timeout=5)
         running.stop()
     return 0

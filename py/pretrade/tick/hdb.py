@@ -64,27 +64,27 @@ def _sorted_by_sym(table: pa.Table) -> pa.Table:
 
 def write_partition(root: Path, date: dt.date, tables: Mapping[str, pa.Table]) -> Path:
     """Write each table as DIR/date=YYYY-MM-DD/<table>.parquet (empty tables too, with their
-    schema). A new partition is built under a hidden name and renamed into place whole; if the
-    day's partition already exists (a second end of day), each table's new rows are appended to
-    its file, which is replaced atomically."""
+    schema), built under a hidden name and renamed into place whole.
+
+    A partition is the whole of its date's journal, which the RDB always replays in full, so a
+    second end of day for the same date (after a restart on the same day) REPLACES the partition
+    rather than appending to it: appending would store the replayed rows twice."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = partition_dir(root, date)
-    if not final.exists():
-        tmp = root / f".{final.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, table in tables.items():
-            _write_file(_sorted_by_sym(table), tmp / f"{name}.parquet")
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, table in tables.items():
+        _write_file(_sorted_by_sym(table), tmp / f"{name}.parquet")
+    if final.exists():
+        old = root / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
         os.rename(tmp, final)
+        shutil.rmtree(old)
     else:
-        for name, table in tables.items():
-            path = final / f"{name}.parquet"
-            if path.exists():
-                old = pq.read_table(path)
-                table = pa.concat_tables([old, table.cast(old.schema) if table.schema.names == old.schema.names
-                                          else table], promote_options="permissive")
-            _write_file(_sorted_by_sym(table), path)
+        os.rename(tmp, final)
     dirfd = os.open(root, os.O_RDONLY)
     try:
         os.fsync(dirfd)

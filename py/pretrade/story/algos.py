@@ -1,0 +1,130 @@
+"""The firm's strategies in the flash-crash story, as FIX order decisions (no I/O here).
+
+`Seller` is the story's aggressive seller: it works a parent order in 100-lot market clips at a
+steady pace of market time, then, chasing the price, sends one 200-lot market order. `MarketMaker`
+keeps a bid and an ask at the touch, re-quoting every second of market time, within an inventory
+limit of its own. `Ledger` books the fills of every strategy: position, cash, P&L marked to a
+price, and the peak exposure seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An order a strategy wants sent: price None is a market order."""
+
+    clordid: str
+    strategy: str
+    side: str
+    qty: int
+    price: float | None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """A cancel of a resting order of the strategy."""
+
+    clordid: str
+    orig: str
+    strategy: str
+
+
+@dataclass
+class Seller:
+    """Clips of `clip` lots every `interval` s from `start` (s after the crash onset) until
+    `parent` lots have been sent; one `chase`-lot market order at `chase_at`."""
+
+    parent: int = 700
+    clip: int = 100
+    interval: float = 4.0
+    start: float = -15.0
+    chase: int = 200
+    chase_at: float = 13.0
+    strategy: str = "algo"
+    sent: int = 0
+    chased: bool = False
+    next_clip: float | None = None
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def step(self, t: float) -> list[NewOrder]:
+        """Orders due at `t` (seconds after the crash onset, market time)."""
+        out = []
+        if self.next_clip is None:
+            self.next_clip = self.start
+        if t >= self.next_clip and self.sent < self.parent:
+            qty = min(self.clip, self.parent - self.sent)
+            out.append(NewOrder(f"SELL-{next(self._ids)}", self.strategy, "sell", qty, None))
+            self.sent += qty
+            self.next_clip += self.interval
+        if t >= self.chase_at and not self.chased:
+            self.chased = True
+            out.append(NewOrder(f"CHASE-{next(self._ids)}", self.strategy, "sell", self.chase, None))
+        return out
+
+
+@dataclass
+class MarketMaker:
+    """A bid and an ask of `size` lots at the touch from `start`, re-quoted every `every` s;
+    no bid when long `max_inventory` or more, no ask when that short."""
+
+    size: int = 10
+    every: float = 1.0
+    start: float = -15.0
+    max_inventory: int = 300
+    tick: float = 0.25
+    strategy: str = "mm"
+    live: dict[str, str] = field(default_factory=dict)  # side -> resting clordid
+    last: float | None = None
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def step(self, t: float, bid: float, ask: float, position: int) -> list[NewOrder | Cancel]:
+        """Cancels and new quotes due at `t` given the touch and the strategy's position."""
+        if t < self.start or (self.last is not None and t - self.last < self.every):
+            return []
+        if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= bid:
+            return []
+        self.last = t
+        out: list[NewOrder | Cancel] = [Cancel(f"MMX-{next(self._ids)}", cl, self.strategy)
+                                        for cl in self.live.values()]
+        self.live = {}
+        for side, price, ok in (("buy", bid, position < self.max_inventory),
+                                ("sell", ask, position > -self.max_inventory)):
+            if ok:
+                o = NewOrder(f"MM-{next(self._ids)}", self.strategy, side, self.size,
+                             round(round(price / self.tick) * self.tick, 10))
+                self.live[side] = o.clordid
+                out.append(o)
+        return out
+
+    def done(self, clordid: str) -> None:
+        """A quote that no longer rests (filled, rejected or cancelled)."""
+        self.live = {s: c for s, c in self.live.items() if c != clordid}
+
+
+@dataclass
+class Ledger:
+    """Fills per strategy: position (lots), cash, and the firm's peak exposure."""
+
+    position: dict[str, int] = field(default_factory=dict)
+    cash: dict[str, float] = field(default_factory=dict)
+    peak_exposure: float = 0.0
+    peak_position: int = 0
+
+    def fill(self, strategy: str, side: str, qty: int, price: float, mark: float) -> None:
+        """Book one fill; exposure is |firm position| x `mark` (the mid when it happened)."""
+        sign = 1 if side == "buy" else -1
+        self.position[strategy] = self.position.get(strategy, 0) + sign * qty
+        self.cash[strategy] = self.cash.get(strategy, 0.0) - sign * qty * price
+        firm = sum(self.position.values())
+        self.peak_position = max(self.peak_position, abs(firm))
+        if math.isfinite(mark):
+            self.peak_exposure = max(self.peak_exposure, abs(firm) * mark)
+
+    def pnl(self, mark: float) -> dict[str, float]:
+        """P&L per strategy marked to `mark`."""
+        return {s: self.cash.get(s, 0.0) + p * mark for s, p in self.position.items()}
