@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("pretrade.market.scenarios", "list or run named market scenarios"),
     "users": ("pretrade.ipc.auth", "manage the IPC users file (hashed passwords)"),
     "backtest": ("pretrade.backtest.cli", "walk-forward backtest of the fat-finger model vs static limits; Markdown report with plots"),
+    "backtest-anomaly": ("pretrade.backtest.anomaly_cli", "walk-forward backtest of the VAE anomaly score vs VPIN and static thresholds; report with plots"),
     "schema": ("pretrade.schema_cmd", "print the tables, or write the q schema (tickerplant/sym.q)"),
     "rte": ("pretrade.risk.engine", "real-time risk engine: features, scores and dynamic limits published to the tickerplant"),
     "train": ("pretrade.models.train", "train the models (VAE, fat-finger, ...) from a seed into models/ with a card each"),

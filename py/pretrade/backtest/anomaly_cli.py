@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first seed of the stress days (flash crashes from it, other stress from +100)")
     parser.add_argument("--syms", nargs="+", help="instruments (default all ten; must include every crash's)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "pretrade-anomaly-cache"),
-                        help="folder caching each simulated day's scored features (default in the temp folder)")
+                        help="folder caching each simulated day's scored features, keyed by scenario, seed, parameters, "
+                             "instruments and model version (default in the temp folder; use --no-cache after "
+                             "changing the simulator or the features)")
     parser.add_argument("--no-cache", action="store_true", help="simulate every day afresh, write no cache")
 
 
