@@ -7,9 +7,10 @@ Replays the VAE's inputs (the same feature code as training and the engine) of h
 through `DriftMonitor` as the engine feeds it (one call per 100 ms grid step with every ready
 instrument's row), with the card's training reference, and prints per day the largest PSI and KS
 any window reached and which feature, and the first time a level was crossed under the default
-thresholds. Days: a normal day (seed 104, never trained on: false drift alarms), a flash crash
-(seed 105; the model's job, not drift: it must not be taken off), a volatility regime shift and a
-liquidity drought (a market that stopped looking like training). Also the per-cycle cost of
+thresholds. Days: a normal day (seed 104, never trained on: false drift alarms); a flash crash
+(seed 105) and a news shock (seed 108), which are the anomaly model's job, not drift, so the model
+must not be taken off; a volatility regime shift and a liquidity drought (markets that stopped
+looking like training). Also the per-cycle cost of
 `DriftMonitor.add` for 10 and 1,000 instruments.
 """
 
@@ -31,7 +32,8 @@ from pretrade.models.train_vae import _matrix, simulated_features  # noqa: E402
 
 DAYS = [
     ("normal", 104, 7200, {}),
-    ("flash-crash", 105, 1800, {"at": 1200.0, "sym": "ESZ6"}),
+    ("flash-crash", 105, 3600, {"at": 1800.0, "sym": "ESZ6"}),
+    ("news-shock", 108, 3600, {"at": 0.5}),
     ("vol-regime-shift", 106, 3600, {"at": 0.25, "factor": 2.5}),
     ("liquidity-drought", 107, 3600, {"at": 0.3, "length": 1500.0}),
 ]
@@ -50,7 +52,7 @@ def replay(ref: Reference, cfg: DriftConfig, df) -> dict:
     t0 = int(steps[0])
     for g, a, b in zip(steps, starts, bounds, strict=True):
         r = m.add(X[a:b])
-        if r is None or r.rows < cfg.min_rows:
+        if r is None or m.filled < cfg.min_fill * len(m.ring) or r.rows < cfg.min_rows:
             continue
         best_psi, best_ks = np.maximum(best_psi, r.psi), np.maximum(best_ks, r.ks)
         if r.worst != "ok" and r.worst not in first:

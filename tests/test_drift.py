@@ -76,7 +76,7 @@ def test_point_masses_and_nan_are_binned_as_the_model_sees_them():
 
 def test_the_window_rolls_and_a_verdict_needs_enough_rows(ref):
     cfg = DriftConfig(window_s=3.0, check_s=1.0, min_rows=1_000, psi_warn=0.1, psi_hard=1.0,
-                      ks_warn=0.1, ks_hard=0.5)
+                      ks_warn=0.1, ks_hard=0.5, min_fill=0.5)
     m = DriftMonitor(ref, cfg, step_ns=100_000_000)  # a check every 10 cycles, 3 chunks
     rng = np.random.default_rng(5)
     reports = [m.add(rng.normal(0, 1, (50, 2))) for _ in range(30)]
@@ -90,6 +90,9 @@ def test_the_window_rolls_and_a_verdict_needs_enough_rows(ref):
     assert r.drifting(1)[0].startswith("a PSI") and r.worst == "warn"
     m.reset()
     assert [m.add(shifted(10)) for _ in range(10)][-1].worst == "ok"  # 100 rows: no verdict yet
+    m.reset()
+    assert [m.add(shifted(200)) for _ in range(10)][-1].worst == "ok"  # a third of the window
+    assert [m.add(shifted(200)) for _ in range(10)][-1].worst != "ok"  # two thirds: judged
 
 
 # ---- in the engine ---------------------------------------------------------------------------------
@@ -185,9 +188,11 @@ def governed(tmp_path, status=None) -> tuple[RiskEngine, Driven]:
     folder, card = models_dir(tmp_path, status)
     scorer = Scorer()
     scorer.card = card
-    cfg = DriftConfig(window_s=10, check_s=1, min_rows=200)
+    cfg = DriftConfig(window_s=10, check_s=1, min_rows=200, psi_warn=0.25, psi_hard=1.0,
+                      ks_warn=0.2, ks_hard=0.4)
     st, book, drift = load_governance(folder, scorer, drift_config=cfg)
-    e = RiskEngine(CFG, scorer, feature_config=FAST, model_status=st, status_book=book, drift=drift)
+    e = RiskEngine(CFG, scorer, feature_config=FAST, model_status=st, status_book=book, drift=drift,
+                   drift_action="takeoff")
     return e, Driven(e)
 
 
@@ -238,7 +243,9 @@ def test_drift_warns_then_takes_the_model_off_until_a_person_approves(tmp_path):
     out = e.approve("vae", "alice", "inputs checked after the feed fix")
     assert e.policy.controls.model_active and e.model_status == "approved"
     al = rows(out, "riskAlert")
-    assert list(al["who"]) == ["alice"] and b"approve vae-test-1" in al["text"].iloc[0]
+    assert list(al["who"]) == ["alice", "alice"] and list(al["kind"]) == ["status", "activate"]
+    assert b"shadow -> approved by alice" in al["text"].iloc[0]
+    assert b"approve vae-test-1" in al["text"].iloc[1]
     assert [(c.new, c.who) for c in StatusBook(tmp_path).history("vae")][-1] == ("approved", "alice")
     assert json.loads((tmp_path / "vae.json").read_text())["status"] == "approved"
     d.run(15)
@@ -262,6 +269,16 @@ def test_a_candidate_model_is_scored_in_shadow_and_does_not_bind(tmp_path):
     assert (rows(out, "limits")["model"] == Scorer.version).all()
 
 
+def test_with_the_alert_action_hard_drift_alerts_and_the_model_stays_on(tmp_path):
+    e, d = governed(tmp_path)
+    e.drift_action = "alert"
+    d.run(20)
+    d.set(spread_bps=4.0)
+    al = rows(d.run(8), "riskAlert").query("kind == 'drift'")
+    assert "critical" in al["severity"].tolist() and b"stays on" in al["text"].iloc[-1]
+    assert e.policy.controls.model_active and e.model_status == "approved"
+
+
 def test_a_restart_keeps_a_model_taken_off(tmp_path):
     e, d = governed(tmp_path)
     d.run(20)
@@ -276,6 +293,31 @@ def test_a_restart_keeps_a_model_taken_off(tmp_path):
     e2.policy.act(Action(0, "bob", "activate"))
     e2.restore([])
     assert not e2.policy.controls.model_active
+
+
+def test_without_a_status_book_the_journal_keeps_the_model_off_across_a_restart(tmp_path):
+    folder, card = models_dir(tmp_path)
+    scorer = Scorer()
+    scorer.card = card
+    cfg = DriftConfig(window_s=10, check_s=1, min_rows=200, ks_hard=0.4)
+    status, _, drift = load_governance(folder, scorer, drift_config=cfg)
+    e = RiskEngine(CFG, scorer, feature_config=FAST, model_status=status, drift=drift,
+                   drift_action="takeoff")
+    d = Driven(e)
+    out = d.run(20)
+    d.set(rv_1m=4.0)
+    out += d.run(6)
+    assert e.model_status == "shadow" and not (tmp_path / "status.jsonl").exists()
+    st = rows(out, "riskAlert").query("kind == 'status'")
+    assert st["who"].tolist() == ["automation"] and b"approved -> shadow" in st["text"].iloc[0]
+    journal = [("upd", o.table, o.columns) for o in out]
+    e2 = RiskEngine(CFG, scorer, feature_config=FAST, model_status="approved", drift=drift)
+    e2.restore(journal)
+    assert e2.model_status == "shadow" and not e2.policy.controls.model_active
+    out2 = e2.approve("vae", "alice", "reviewed")
+    e3 = RiskEngine(CFG, scorer, feature_config=FAST, model_status="approved")
+    e3.restore(journal + [("upd", o.table, o.columns) for o in out2])
+    assert e3.model_status == "approved" and e3.policy.controls.model_active
 
 
 def governed_again(tmp_path) -> tuple[RiskEngine, None]:

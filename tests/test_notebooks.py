@@ -39,7 +39,7 @@ SYMS = ["ESZ6", "ACME"]
 def _feed(env: dict, tp_port: int, seed: int, logs: Path) -> None:
     """Publish a few minutes of simulated market for SYMS into the tickerplant, as `pretrade feed` does."""
     p = Process(f"feed{seed}", [sys.executable, "-m", "pretrade.cli", "feed", "sim", "--tp",
-                                f"127.0.0.1:{tp_port}", "--speed", "max", "--scenario", "normal",
+                                f"127.0.0.1:{tp_port}", "--speed", "max", "--restamp", "--scenario", "normal",
                                 "--seed", str(seed), "--syms", *SYMS, "--duration", "3m"])
     _start(p, logs, env)
     assert p.popen.wait(120) == 0, p.logfile.read_text()[-2000:]
@@ -48,6 +48,7 @@ def _feed(env: dict, tp_port: int, seed: int, logs: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A real tp/rdb/hdb with yesterday in the HDB, today in the RDB and one rejected order."""
+    from pretrade.client import connect
     from pretrade.gateway.exchange import Venue, start_exchange
     from pretrade.gateway.fixclient import FixInitiator
     from pretrade.gateway.service import GatewayService
@@ -74,7 +75,7 @@ def stack(tmp_path_factory):
     stops: list = []
     with contextlib.ExitStack() as undo:
         undo.callback(lambda: [f() for f in reversed(stops)])
-        undo.callback(lambda: os.environ.update({k: v for k, v in saved.items() if v is not None}))
+        undo.callback(_restore, saved)
         for p in procs:
             _start(p, tmp, env)
             stops.append(lambda p=p: _stop(p))
@@ -82,7 +83,7 @@ def stack(tmp_path_factory):
         # a first session, ended: it becomes the HDB's partition; then today's session in the RDB
         _feed(env, ports["tp"], 1, tmp)
         end_of_day("127.0.0.1", ports["tp"], IPC_USER, password)
-        time.sleep(1.0)  # the RDB writes the partition and tells the HDB to reload
+        _until(lambda: any((tmp / "hdb").glob("date=*/trade.parquet")), "the end-of-day partition")
         _feed(env, ports["tp"], 2, tmp)
 
         clients = tmp / "clients.toml"
@@ -98,9 +99,13 @@ def stack(tmp_path_factory):
         client = FixInitiator(tmp / "c1", ports["gw"], "CLIENT1", "PRETRADE", password=FIX_PASSWORD)
         stops.insert(stops.index(exchange.stop) + 1, client.stop)  # acceptors stop first
         assert client.wait_logon(15) and svc.gateway.exchange_up.wait(15), "FIX sessions did not log on"
-        for sym in SYMS:
-            b, a, _, _ = next(s.book for s in venue.sim.sims if s.ins.sym == sym).top()
-            engine.quote(sym, b * venue.insts[sym].tick, a * venue.insts[sym].tick)
+        def quote_seen() -> bool:  # the gateway's subscription may not be live yet: quote until seen
+            for sym in SYMS:
+                b, a, _, _ = next(s.book for s in venue.sim.sims if s.ins.sym == sym).top()
+                engine.quote(sym, b * venue.insts[sym].tick, a * venue.insts[sym].tick)
+            return all(svc.table.ref_price(sym) == svc.table.ref_price(sym) for sym in SYMS)  # not NaN
+
+        _until(quote_seen, "the gateway's reference prices")
         # the limits a stressed market gets: tightened, with the scores and features that did it
         for seq, (tier, max_qty, score, top, reason) in enumerate([
             ("NORMAL", 10000, 0.02, "spread_bps,ofi,rv_1s", "initial limits"),
@@ -120,14 +125,31 @@ def stack(tmp_path_factory):
         ok = send_order(type("S", (), dict(client=client)), "ESZ6", "buy", 20, passive_price(venue, "buy"))
         bad = send_order(type("S", (), dict(client=client)), "ESZ6", "buy", 200, passive_price(venue, "buy"))
         assert ok[39] == "0" and bad[39] == "8", (ok.get(58), bad.get(58))
-        time.sleep(1.0)  # the decision rows travel gateway -> tp -> rdb
+        with connect(f"127.0.0.1:{ports['rdb']}") as rdb:  # decision rows travel gateway -> tp -> rdb
+            _until(lambda: len(rdb.sql(f"select * from decision where clordid = '{bad[11]}'")), "the decision row")
         yield dict(tp=tp_addr, rdb=f"127.0.0.1:{ports['rdb']}", hdb=f"127.0.0.1:{ports['hdb']}",
                    clordid=bad[11], text=bad[58], password=password)
+
+
+def _until(pred, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"{what} did not arrive within {timeout:.0f} s"
+        time.sleep(0.1)
 
 
 def passive_price(venue, side: str) -> float:
     """A resting price behind the touch (test_gateway_e2e.passive, on the venue itself)."""
     return passive(type("S", (), dict(venue=venue)), "ESZ6", side)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as they were (unset where they were unset)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _run(name: str, stack: dict) -> nbformat.NotebookNode:
@@ -142,8 +164,7 @@ def _run(name: str, stack: dict) -> nbformat.NotebookNode:
         nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.update({k: v})
+        _restore(saved)
     if os.environ.get("PRETRADE_SAVE_NOTEBOOKS"):
         nbformat.write(nb, path)
     return nb

@@ -19,6 +19,7 @@ from pretrade.models.anomaly import (  # noqa: E402
     Calibration,
     result_from_errors,
     tier_codes,
+    total_error,
 )
 from pretrade.models.card import ModelRefused, card_path, write_card  # noqa: E402
 from pretrade.models.vae import VaeConfig, errors, export_onnx, train_vae  # noqa: E402
@@ -97,6 +98,36 @@ def test_calibrated_score_is_monotonic_with_tiers_at_the_calibrated_quantiles():
         Calibration.fit(e[:10])
 
 
+def test_trimmed_total_leaves_out_the_largest_feature_errors():
+    sq = np.array([[1.0, 9.0, 2.0, 4.0], [0.0, 0.0, 0.0, 8.0]])
+    np.testing.assert_allclose(total_error(sq), [4.0, 2.0])
+    np.testing.assert_allclose(total_error(sq, 1), [7 / 3, 0.0])
+    np.testing.assert_allclose(total_error(sq, 2), [1.5, 0.0])
+    with pytest.raises(ValueError, match="cannot leave out 4 of 4"):
+        total_error(sq, 4)
+
+
+def test_with_trim_one_feature_alone_cannot_raise_high_alert_but_several_do(trained):
+    """The shipped scoring: a lone feature at its clip (a normal market's commonest false alarm)
+    stays below High Alert; the same shift on three features at once (a crash) is above it."""
+    model, _ = trained
+    x = normal_rows(20_000, 2)
+    cal = Calibration.fit(
+        total_error(errors(model, x), 1), q_high=1.0, high_margin=1.2, trim=1
+    )
+    assert cal.high == pytest.approx(1.2 * total_error(errors(model, x), 1).max())
+    assert not np.any(tier_codes(result_from_errors(errors(model, x), cal, list(FEATURES)).score) >= 2)
+    probe = normal_rows(500, 7)
+    lone, several = probe.copy(), probe.copy()
+    lone[:, FEATURES.index("volume_1m")] = -8.0
+    for f, z in (("rv_1m", 8.0), ("ret_1m", -8.0), ("book_pressure", -8.0)):
+        several[:, FEATURES.index(f)] = z
+    assert np.mean(result_from_errors(errors(model, lone), cal, list(FEATURES)).tier >= 2) < 0.05
+    broken = result_from_errors(errors(model, several), cal, list(FEATURES))
+    assert np.mean(broken.tier >= 2) > 0.95
+    assert set(broken.top_features(3)[0]) == {"rv_1m", "ret_1m", "book_pressure"}
+
+
 def test_onnx_and_torch_agree_batched_over_instruments(trained, artifact):
     model, _ = trained
     scorer = AnomalyScorer(artifact)
@@ -149,6 +180,12 @@ def test_the_registry_refuses_a_model_that_does_not_match_its_card(artifact, tmp
     write_card(good, {**card, "features": [*FEATURES[:-1], "astrology"]})
     with pytest.raises(ModelRefused, match="does not compute"):
         AnomalyScorer(good)
+    write_card(good, {**card, "calibration": {**card["calibration"], "trim": len(FEATURES)}})
+    with pytest.raises(ModelRefused, match="leaves 14 of 14 feature errors out"):
+        AnomalyScorer(good)
+    old = {k: v for k, v in card["calibration"].items() if k not in ("trim", "high_margin")}
+    write_card(good, {**card, "calibration": old})  # a card from before trimming: plain mean
+    assert AnomalyScorer(good).calibration.trim == 0
     write_card(good, {**card, "feature_config": {**asdict(FeatureConfig()), "warmup_steps": 1}})
     with pytest.raises(ModelRefused, match="other parameters \\(warmup_steps\\)"):
         AnomalyScorer(good)

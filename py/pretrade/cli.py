@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("pretrade.schema_cmd", "print the tables, or write the q schema (tickerplant/sym.q)"),
     "rte": ("pretrade.risk.engine", "real-time risk engine: features, scores and dynamic limits published to the tickerplant"),
     "train": ("pretrade.models.train", "train the models (VAE, fat-finger, ...) from a seed into models/ with a card each"),
+    "model-status": ("pretrade.models.status", "show or change a model's lifecycle status (candidate, shadow, approved, retired), logged with who and why"),
     "gateway": ("pretrade.gateway.service", "FIX gateway: checks every client order against the live limits, forwards to the exchange"),
     "exchange": ("pretrade.gateway.exchange", "simulated FIX venue over the simulator's matching engine"),
     "gateway-report": ("pretrade.gateway.report", "shadow-mode and A/B reports from the gateway's decision rows"),

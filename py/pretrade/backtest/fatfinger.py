@@ -76,7 +76,8 @@ def simulate_days(seeds: list[int], duration: int, start: str = "2026-11-20 14:3
     t0, parts = time.perf_counter(), []
     for k, s in enumerate(seeds):
         day_start = (pd.Timestamp(start) + k * DAY).strftime("%Y-%m-%d %H:%M:%S")
-        parts.append(simulated_orders(s, duration, start=day_start, **(params[k] if params else {})))
+        day = simulated_orders(s, duration, start=day_start, **(params[k] if params else {}))
+        parts.append(day.take(np.argsort(day.time, kind="stable")))  # a duplicate can trail a later order
         log.info("day %d (seed %d): %d orders, %d errors (%.0f s)", k, s, len(parts[-1]),
                  int(parts[-1].y.sum()), time.perf_counter() - t0)
     return OrderSet.concat(parts)

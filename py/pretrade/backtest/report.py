@@ -9,7 +9,11 @@ from typing import Any
 import numpy as np
 
 from pretrade.backtest.fatfinger import WalkForwardResult
+from pretrade.backtest.metrics import classification_report
 from pretrade.models.fatfinger import reliability_table
+from pretrade.models.order_features import FEATURES
+
+WARM_ORDERS = 5  # a trader's habit in an instrument counts as warmed up after this many orders
 
 
 def _pct(x: float) -> str:
@@ -122,6 +126,18 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
     lines += ["", "## Recall per error kind", "", "| kind | errors | model | static limits |", "|---|---|---|---|"]
     for k, v in m["recall_by_kind"].items():
         lines.append(f"| {k} | {v['errors']} | {_pct(v['recall'])} | {_pct(b['recall_by_kind'][k]['recall'])} |")
+    d = res.data.take(res.test_idx)
+    warm = d.X[:, FEATURES.index("trader_orders")] >= np.log1p(WARM_ORDERS)
+    lines += ["", "## Recall by the trader's history in the instrument", "",
+              f"An error on one of a trader's first {WARM_ORDERS} orders in an instrument (in the day) has little "
+              "habit to be measured against: the cold start of each simulated day.", "",
+              "| trader's earlier orders in the instrument | gross recall (n) | subtle recall (n) | valid flagged |",
+              "|---|---|---|---|"]
+    for name, sel in ((f">= {WARM_ORDERS}", warm), (f"< {WARM_ORDERS} (cold start)", ~warm)):
+        r = classification_report(d.y[sel].astype(bool), res.p_model[sel], res.flag_model[sel], d.kind[sel],
+                                  d.gross[sel], d.time[sel])
+        lines.append(f"| {name} | {_pct(r['recall_gross'])} ({r['gross']}) | {_pct(r['recall_subtle'])} "
+                     f"({r['subtle']}) | {_pct(r['fpr'])} ({r['valid_flagged']} of {r['valid']}) |")
     lines += ["", "## Per fold", "",
               "| fold | train orders | test orders | train end | test start | threshold | model gross / subtle / valid flagged | static gross / subtle / valid flagged |",
               "|---|---|---|---|---|---|---|---|"]

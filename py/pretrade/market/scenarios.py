@@ -1,7 +1,8 @@
 """Named market scenarios: each turns parameters into a Plan for the simulator, with ground truth.
 
 `pretrade scenario --list` lists them; `pretrade scenario NAME --seed N --out DIR` runs one and
-writes every table and the labels as Parquet. Times such as `at` are seconds from the start of
+writes every table and the labels as Parquet. `pretrade scenario flash-crash` without --out plays
+the story end to end through the real processes (pretrade.story; --json FILE, --report DIR). Times such as `at` are seconds from the start of
 the run, or a fraction of the run when below 1.
 """
 
@@ -240,12 +241,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                         help="a scenario parameter, e.g. -p severity=0.03 (repeatable)")
     parser.add_argument("--out", help="folder to write TABLE.parquet and labels_*.parquet into")
+    parser.add_argument("--json", metavar="FILE",
+                        help="flash-crash without --out: run the story end to end (static, then dynamic limits) "
+                             "and write its facts here (docs/operations.md)")
+    parser.add_argument("--report", metavar="DIR", help="flash-crash without --out: write the story's HTML report here")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list or not args.name:
         print(describe())
         return 0
+    if args.name == "flash-crash" and not args.out:  # the story through the real processes
+        from pretrade.story.cli import run_flash_crash
+
+        return run_flash_crash(args)
     from pathlib import Path
 
     from pretrade.market.simulator import simulate

@@ -1,7 +1,8 @@
 """The anomaly score (Layer 2): VAE reconstruction error, calibrated to quantiles of normal markets.
 
 Calibration maps an instrument's total reconstruction error (the mean of its per-feature squared
-errors) to a score in [0, 1] through anchors fitted on held-out normal data: the median normal
+errors, leaving out the card's `trim` largest: with trim 1 no single feature can raise an alert
+alone) to a score in [0, 1] through anchors fitted on held-out normal data: the median normal
 error scores 0.01, its `elevated` quantile 0.05, `high` 0.3, `critical` 0.9 (log-linear between
 anchors, approaching 1 beyond). Tiers follow from the score. Serving runs the exported ONNX graph
 with onnxruntime, batched over instruments, after checking it against its model card.
@@ -35,6 +36,8 @@ class Calibration:
     q_high: float
     q_critical: float
     critical_margin: float = 1.0
+    high_margin: float = 1.0  # `high` is the q_high quantile times this
+    trim: int = 0  # the largest per-feature errors left out of the total (see total_error)
 
     @classmethod
     def fit(
@@ -44,21 +47,30 @@ class Calibration:
         q_high: float = 0.99999,
         q_critical: float = 1.0,
         critical_margin: float = 1.5,
+        high_margin: float = 1.0,
+        trim: int = 0,
     ) -> Calibration:
-        """Thresholds at quantiles of held-out normal total errors (strictly increasing).
+        """Thresholds at quantiles of held-out normal total errors (strictly increasing); the
+        errors must be totals over the same `trim` (total_error(sq, trim)).
 
         The defaults put 0.1% of normal 100 ms rows at Elevated or above, 0.001% at High Alert
         (about one episode per instrument per 6.5 h day) and Critical at 1.5 times the largest
-        normal error seen, so the circuit breaker needs an error clearly beyond normal.
+        normal error seen, so the circuit breaker needs an error clearly beyond normal. The
+        shipped model uses q_high=1.0 with a margin instead: High Alert only beyond every normal
+        error seen on hours of calibration days (train_vae).
         """
         e = np.asarray(total_errors, dtype=np.float64)
         if len(e) < 100:
             raise ValueError(f"calibration needs at least 100 normal rows, got {len(e)}")
+        if high_margin <= 0 or critical_margin <= 0 or trim < 0:
+            raise ValueError("margins must be positive and trim not negative")
         qs = np.quantile(e, [0.5, q_elevated, q_high, q_critical])
+        qs[2] *= high_margin
         qs[3] *= critical_margin
         for k in range(1, 4):  # keep anchors strictly increasing even on degenerate data
             qs[k] = max(qs[k], qs[k - 1] * (1 + 1e-6) + 1e-12)
-        return cls(*map(float, qs), q_elevated, q_high, q_critical, critical_margin)
+        return cls(*map(float, qs), q_elevated, q_high, q_critical, critical_margin,
+                   float(high_margin), int(trim))
 
     def anchors(self) -> np.ndarray:
         return np.array([self.median, self.elevated, self.high, self.critical])
@@ -76,6 +88,18 @@ class Calibration:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def total_error(sq: np.ndarray, trim: int = 0) -> np.ndarray:
+    """Total error per row: the mean of its per-feature squared errors (n, d) without the `trim`
+    largest, so a lone feature at its clip (a volume lull, a VPIN swing: the commonest normal
+    false alarm) cannot reach High Alert alone, while a crash, out of line on several, does."""
+    sq = np.asarray(sq, dtype=np.float64)
+    if trim <= 0:
+        return sq.mean(axis=1)
+    if trim >= sq.shape[1]:
+        raise ValueError(f"cannot leave out {trim} of {sq.shape[1]} feature errors")
+    return np.partition(sq, sq.shape[1] - trim - 1, axis=1)[:, : sq.shape[1] - trim].mean(axis=1)
 
 
 def tier_codes(score: np.ndarray) -> np.ndarray:
@@ -106,7 +130,7 @@ class AnomalyResult:
 def result_from_errors(sq: np.ndarray, cal: Calibration, features: list[str]) -> AnomalyResult:
     """Score, tiers and contributions from squared errors per feature (n, d)."""
     sq = np.asarray(sq, dtype=np.float64)
-    total = sq.mean(axis=1)
+    total = total_error(sq, cal.trim)
     score = cal.score(total)
     contrib = sq / np.maximum(sq.sum(axis=1, keepdims=True), 1e-300)
     return AnomalyResult(total, score, tier_codes(score), contrib, list(features))
@@ -144,6 +168,11 @@ class AnomalyScorer:
             self.calibration = Calibration(**card["calibration"])
         except TypeError as e:
             raise ModelRefused(f"model card of {self.path} has a bad calibration: {e}") from None
+        if not 0 <= self.calibration.trim < len(self.features):
+            raise ModelRefused(
+                f"model card of {self.path} leaves {self.calibration.trim} of "
+                f"{len(self.features)} feature errors out of its total"
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

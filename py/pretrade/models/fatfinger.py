@@ -305,12 +305,13 @@ def evaluate(p: np.ndarray, flagged: np.ndarray, s: OrderSet) -> dict[str, Any]:
 def train_fatfinger(seed: int = 0, out_dir: str | Path = "models",
                     train_seeds: tuple[int, ...] = tuple(range(11, 21)),
                     cal_seeds: tuple[int, ...] = (31, 32, 33), val_seed: int = 35,
-                    duration: int = 3600) -> dict[str, Any]:
+                    duration: int = 3600, labels: str | Path | None = None) -> dict[str, Any]:
     """Train, calibrate, validate and export the fat-finger model; returns its card.
 
     Trains on `train_seeds` days, calibrates and sets the block threshold on `cal_seeds` (days
     never trained on; pooled, so one odd valid order does not set the threshold alone) and
-    reports metrics on `val_seed` (held out from both).
+    reports metrics on `val_seed` (held out from both). `labels`: a marks file
+    (pretrade.models.labels); decisions people marked, with their order features, join training.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +323,17 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models",
         log.info("fat-finger day seed %d: %d orders, %d errors (%.0f s)", s, len(days[s]),
                  int(days[s].y.sum()), time.perf_counter() - t0)
     tr = OrderSet.concat([days[s] for s in train_seeds])
-    clf = fit_classifier(tr.X, tr.y, seed)
+    X_fit, y_fit, n_marked = tr.X, tr.y, 0
+    if labels is not None:
+        from pretrade.models.labels import fatfinger_rows, read_marks
+
+        Xl, yl = fatfinger_rows(read_marks(labels), list(FEATURES))
+        n_marked = len(yl)
+        log.info("human labels %s: %d marked decisions with order features join training", labels, n_marked)
+        if n_marked:
+            X_fit = np.vstack([tr.X, Xl.astype(tr.X.dtype)])
+            y_fit = np.concatenate([tr.y, yl.astype(tr.y.dtype)])
+    clf = fit_classifier(X_fit, y_fit, seed)
     cal_set, val_set = OrderSet.concat([days[s] for s in cal_seeds]), days[val_seed]
     m_cal = margins(clf, cal_set.X)
     cal = fit_platt(m_cal, cal_set.y)
@@ -334,7 +345,7 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models",
              metrics["recall_gross"], metrics["recall_subtle"], metrics["fpr"])
     path = out_dir / "fatfinger.onnx"
     export_onnx(clf, cal, path)
-    data_hash = hashlib.sha256(tr.X.tobytes() + tr.y.tobytes()).hexdigest()
+    data_hash = hashlib.sha256(X_fit.tobytes() + y_fit.tobytes()).hexdigest()
     card = {
         "kind": KIND,
         "version": f"fatfinger-1.1.0+{data_hash[:8]}",
@@ -344,6 +355,7 @@ def train_fatfinger(seed: int = 0, out_dir: str | Path = "models",
         "output": "probability (n, 1): calibrated = sigmoid(a * margin + b); margin (n, 1): raw log-odds",
         "training_data": {"scenario": "fat-finger", "params": TRAIN_PARAMS, "seeds": list(train_seeds),
                           "seconds": duration, "orders": len(tr), "errors": int(tr.y.sum()),
+                          "human_labels": n_marked,
                           "sha256": data_hash,
                           "anomaly_input": "feature proxy (anomaly_proxy of z_rv_1m, z_spread_bps); live: the VAE score"},
         "calibration_data": {"seeds": list(cal_seeds), "params": CAL_PARAMS, "orders": len(cal_set), "errors": int(cal_set.y.sum())},

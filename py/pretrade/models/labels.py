@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pretrade.models.status import append_line
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,7 @@ def add_mark(mark: Mark, path: str | Path = DEFAULT_PATH) -> Mark:
                      "time": datetime.now(UTC).isoformat(timespec="milliseconds")})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (json.dumps(asdict(stored)) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(asdict(stored)))
     log.info("mark by %s: %s %s %s was %s", stored.who, stored.target, stored.sym, stored.ref,
              stored.verdict)
     return stored

@@ -38,6 +38,19 @@ LEGACY = "approved"  # a card from before governance, with no status anywhere
 LOG_NAME = "status.jsonl"
 
 
+def append_line(path: Path, text: str) -> None:
+    """Append one line to an append-only log, fsynced; after a torn last line (a crash mid-write)
+    the new line starts on its own line, so it is never lost to the torn one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + text + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class StatusError(ValueError):
     """A status change that the lifecycle does not allow, or lacks who or why."""
 
@@ -124,12 +137,7 @@ class StatusBook:
         check_transition(old, new, who, why)
         c = Change(datetime.now(UTC).isoformat(timespec="milliseconds"), model, version, old, new,
                    who, why)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, (c.to_json() + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, c.to_json())
         if card.get("version") == version:
             card.update(status=new, status_changed={"time": c.time, "who": who, "why": why})
             tmp = self.dir / f".{model}.json.tmp"

@@ -21,16 +21,16 @@ def _seed(seed: int | None) -> dict[str, int]:
     return {} if seed is None else {"seed": seed}
 
 
-def _vae(seed: int | None, out: Path) -> None:
+def _vae(seed: int | None, out: Path, labels: Path | None = None) -> None:
     from pretrade.models.train_vae import train
 
-    train(out, **_seed(seed))
+    train(out, labels=labels, **_seed(seed))
 
 
-def _fatfinger(seed: int | None, out: Path) -> None:
+def _fatfinger(seed: int | None, out: Path, labels: Path | None = None) -> None:
     from pretrade.models.fatfinger import train_fatfinger
 
-    train_fatfinger(out_dir=out, **_seed(seed))
+    train_fatfinger(out_dir=out, labels=labels, **_seed(seed))
 
 
 def _impact(seed: int | None, out: Path) -> None:
@@ -46,12 +46,15 @@ def _hedging(seed: int | None, out: Path) -> None:
 
 
 # name -> (trainer, what it is); training order: the VAE first (others may read its scores).
-TRAINERS: dict[str, tuple[Callable[[int | None, Path], None], str]] = {
+TRAINERS: dict[str, tuple[Callable[..., None], str]] = {
     "vae": (_vae, "anomaly score (variational autoencoder) on simulated normal days"),
     "fatfinger": (_fatfinger, "fat-finger probability (gradient boosting) on simulated order flow"),
     "impact": (_impact, "market impact in bps (neural network) on simulated executions"),
     "hedging": (_hedging, "deep-hedging agent (Black-Scholes and Heston) with its evaluation report"),
 }
+
+
+LABELLED = ("vae", "fatfinger")  # trainers that take people's marks as labels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "; ".join(f"{k}: {v[1]}" for k, v in TRAINERS.items()))
     p.add_argument("--out", type=Path, default=Path("models"),
                    help="folder for the ONNX files and their cards (default models)")
+    p.add_argument("--labels", type=Path, default=Path("data/labels/marks.jsonl"), metavar="FILE",
+                   help="people's marks of alerts and decisions (pretrade.models.labels), used when the "
+                        "file exists: alerts marked wrong calibrate the VAE as normal examples, marked "
+                        "decisions train the fat-finger model (default data/labels/marks.jsonl)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed: the same seed gives the same models (default: each model's "
                         "own seed, the one its committed artifact was trained with)")
@@ -67,10 +74,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = list(TRAINERS) if args.model == "all" else [args.model]
+    labels = getattr(args, "labels", None)
+    labels = labels if labels is not None and labels.exists() else None
+    if labels is not None:
+        log.info("human labels from %s", labels)
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         log.info("[%d/%d] training %s: %s", i, len(names), name, TRAINERS[name][1])
-        TRAINERS[name][0](args.seed, args.out)
+        if name in LABELLED:
+            TRAINERS[name][0](args.seed, args.out, labels)
+        else:
+            TRAINERS[name][0](args.seed, args.out)
         log.info("[%d/%d] %s done in %.0f s; written to %s", i, len(names), name,
                  time.perf_counter() - t0, args.out)
     return 0

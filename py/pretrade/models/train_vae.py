@@ -3,8 +3,14 @@
     python -m pretrade.models.train_vae --out models/        # about a minute or two on 2 cores
 
 Training rows: ready (post warm-up) normalised features of the `normal` scenario, seeds
---train-seeds; calibration: another normal seed, never seen in training; validation: a held-out
-normal day (false alarms) and a flash crash (detection before the bottom). Reproducible for a seed.
+--train-seeds; calibration: other normal days (--cal-seeds), never seen in training; validation: a
+held-out normal day (false alarms) and a flash crash (detection before the bottom). Reproducible
+for a seed.
+
+Scoring (the card's calibration): the total error leaves out each row's largest per-feature error
+(TRIM), so a lone feature at its clip cannot raise an alert, and High Alert starts HIGH_MARGIN
+times beyond the largest normal total on the calibration days: none there, and on held-out normal
+days well under one per market day (docs/models.md, the walk-forward backtest).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # The features the RFE of docs/feature-selection.md kept (rank 1); liquidity_decay was eliminated.
 MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f != "liquidity_decay")
+SCORING = "vae-1.1.0"  # the version prefix: 1.1 scores a total without the largest feature error
+TRIM = 1  # per-feature errors left out of each row's total (the largest)
+HIGH_MARGIN = 1.2  # High Alert: this times the largest normal total of the calibration days
+CAL_SEEDS: tuple[int, ...] = (103, 106, 107)  # normal calibration days (never trained on)
 
 
 def simulated_features(scenario: str, seed: int, duration: int, every: int = 1, **params):
@@ -100,19 +110,61 @@ def validate(score_fn, features, seed: int, duration: int) -> dict:
     return out
 
 
+def calibrate(errors_fn, features: list[str], cal_seeds, duration: int,
+              marked: np.ndarray | None = None):
+    """(Calibration, rows used) from the total errors of normal calibration days (plus the inputs
+    of alerts people marked wrong): errors_fn maps feature rows (n, d) to squared errors (n, d)."""
+    from pretrade.models.anomaly import Calibration, total_error
+
+    parts = []
+    for s in cal_seeds:
+        df, _ = simulated_features("normal", s, duration)
+        parts.append(total_error(errors_fn(_matrix(df, features)), TRIM))
+        log.info("calibration data: normal seed %d, %d rows", s, len(df))
+    if marked is not None and len(marked):
+        parts.append(total_error(errors_fn(marked), TRIM))
+    e = np.concatenate(parts)
+    cal = Calibration.fit(e, q_high=1.0, high_margin=HIGH_MARGIN, trim=TRIM)
+    log.info("calibrated on normal seeds %s (%d rows): thresholds %s", list(cal_seeds), len(e), cal)
+    return cal, len(e)
+
+
+def model_version(data_hash: str, cal) -> str:
+    """Version of weights (their training data) and scoring (the calibration): caches and the
+    model's status follow it, so a recalibrated model is a new version."""
+    cal_hash = hashlib.sha256(json.dumps(cal.as_dict(), sort_keys=True).encode()).hexdigest()
+    return f"{SCORING}+{data_hash[:8]}.{cal_hash[:6]}"
+
+
+def _marked_normal(labels: str | Path | None, features: list[str]) -> np.ndarray:
+    """Inputs of the alerts people marked wrong (normal examples), from a marks file if given."""
+    if labels is None:
+        return np.zeros((0, len(features)), dtype=np.float32)
+    from pretrade.models.labels import read_marks, vae_normal_rows
+
+    rows = vae_normal_rows(read_marks(labels), features)
+    log.info("human labels %s: %d alerts marked wrong with their inputs join calibration", labels, len(rows))
+    return rows
+
+
 def train(
     out_dir: str | Path,
     train_seeds=(101, 102),
-    cal_seed: int = 103,
+    cal_seeds=CAL_SEEDS,
     val_seed: int = 104,
     duration: int = 7200,
     seed: int = 0,
     features=MODEL_FEATURES,
     epochs: int | None = None,
+    labels: str | Path | None = None,
 ) -> Path:
-    """Train, calibrate, validate, export; returns the ONNX path (its card is beside it)."""
-    from pretrade.models.anomaly import KIND, TIER_SCORES, TIERS, Calibration, result_from_errors
+    """Train, calibrate, validate, export; returns the ONNX path (its card is beside it).
+
+    `labels`: a marks file (pretrade.models.labels); alerts a person marked wrong, with their
+    inputs, join the calibration rows as normal examples."""
+    from pretrade.models.anomaly import KIND, TIER_SCORES, TIERS, result_from_errors
     from pretrade.models.card import write_card
+    from pretrade.models.drift import reference_from_data
     from pretrade.models.vae import VaeConfig, config_dict, errors, export_onnx, train_vae
 
     out_dir = Path(out_dir)
@@ -130,10 +182,8 @@ def train(
     data_hash = hashlib.sha256(X.tobytes()).hexdigest()
     cfg = VaeConfig() if epochs is None else VaeConfig(epochs=epochs)
     model = train_vae(X, cfg, seed=seed)
-    cal_df, _ = simulated_features("normal", cal_seed, duration)
-    cal_err = errors(model, _matrix(cal_df, features)).mean(axis=1)
-    cal = Calibration.fit(cal_err)
-    log.info("calibrated on normal seed %d (%d rows): thresholds %s", cal_seed, len(cal_err), cal)
+    marked = _marked_normal(labels, features)
+    cal, cal_rows = calibrate(lambda Z: errors(model, Z), features, cal_seeds, duration, marked)
 
     def score_fn(Z):
         return result_from_errors(errors(model, Z), cal, features).score
@@ -142,7 +192,7 @@ def train(
     log.info("validation: %s", json.dumps(metrics))
     path = out_dir / "vae.onnx"
     export_onnx(model, len(features), str(path))
-    version = f"vae-1.0.0+{data_hash[:8]}"
+    version = model_version(data_hash, cal)
     card = {
         "kind": KIND,
         "version": version,
@@ -161,16 +211,18 @@ def train(
         },
         "calibration_data": {
             "scenario": "normal",
-            "seed": cal_seed,
+            "seeds": list(cal_seeds),
             "seconds": duration,
-            "rows": len(cal_err),
+            "rows": cal_rows,
+            "human_labels": len(marked),
         },
         "calibration": cal.as_dict(),
+        "reference": reference_from_data(X, features).to_dict(),
         "tiers": {"names": list(TIERS), "above_score": [0.0, *TIER_SCORES]},
         "model": {"type": "VAE", "seed": seed, **config_dict(cfg)},
         "validation": metrics,
         "walk_forward": None,
-        "output": "sq_errors: squared reconstruction error per feature; score = calibration of their mean",
+        "output": OUTPUT,
     }
     write_card(path, card)
     log.info("wrote %s and its card (%s) in %.0f s", path, version, time.perf_counter() - t0)
@@ -178,31 +230,32 @@ def train(
 
 
 def recalibrate(
-    path: str | Path, cal_seed: int = 103, val_seed: int = 104, duration: int = 7200
+    path: str | Path, cal_seeds=CAL_SEEDS, val_seed: int = 104, duration: int = 7200
 ) -> dict:
     """Refit the calibration and validation of an existing artifact (its weights unchanged) from
-    fresh normal data, and rewrite its card; returns the new card."""
-    from pretrade.models.anomaly import AnomalyScorer, Calibration, result_from_errors
+    fresh normal data, and rewrite its card under a new version; returns the new card."""
+    from pretrade.models.anomaly import AnomalyScorer, result_from_errors
     from pretrade.models.card import write_card
 
     scorer = AnomalyScorer(path)
     features = scorer.features
-    cal_df, _ = simulated_features("normal", cal_seed, duration)
-    cal = Calibration.fit(scorer.errors(_matrix(cal_df, features)).mean(axis=1))
-    log.info("recalibrated on normal seed %d (%d rows): %s", cal_seed, len(cal_df), cal)
+    cal, cal_rows = calibrate(scorer.errors, features, cal_seeds, duration)
 
     def score_fn(Z):
         return result_from_errors(scorer.errors(Z), cal, features).score
 
     card = dict(scorer.card)
     card.update(
+        version=model_version(card["training_data"]["sha256"], cal),
         calibration=cal.as_dict(),
         calibration_data={
             "scenario": "normal",
-            "seed": cal_seed,
+            "seeds": list(cal_seeds),
             "seconds": duration,
-            "rows": len(cal_df),
+            "rows": cal_rows,
         },
+        output=OUTPUT,
+        walk_forward=None,
         validation=validate(score_fn, features, val_seed, duration),
         recalibrated=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -211,6 +264,10 @@ def recalibrate(
     write_card(path, card)
     log.info("validation: %s", json.dumps(card["validation"]))
     return card
+
+
+OUTPUT = ("sq_errors: squared reconstruction error per feature; score = calibration of their mean "
+          "without the calibration's `trim` largest")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -226,7 +283,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulation seeds of the normal days trained on",
     )
     parser.add_argument(
-        "--cal-seed", type=int, default=103, help="normal day the thresholds come from"
+        "--cal-seeds",
+        type=int,
+        nargs="+",
+        default=list(CAL_SEEDS),
+        help="normal days the thresholds come from (never trained on)",
     )
     parser.add_argument("--val-seed", type=int, default=104, help="held-out day for validation")
     parser.add_argument("--duration", type=int, default=7200, help="seconds per simulated day")
@@ -240,12 +301,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.recalibrate:
-        recalibrate(Path(args.out) / "vae.onnx", args.cal_seed, args.val_seed, args.duration)
+        recalibrate(Path(args.out) / "vae.onnx", tuple(args.cal_seeds), args.val_seed, args.duration)
         return 0
     train(
         args.out,
         tuple(args.train_seeds),
-        args.cal_seed,
+        tuple(args.cal_seeds),
         args.val_seed,
         args.duration,
         args.seed,

@@ -74,6 +74,8 @@ def load_scorer(models_dir: str | Path | None) -> tuple[Scorer | None, str]:
 
 
 AUTOMATION = "automation"
+# on hard drift: "alert" names the features (critical alert), "takeoff" also takes the model off
+DRIFT_ACTIONS = ("alert", "takeoff")
 MODEL = "vae"  # the served model's name: its card is MODELS/vae.json
 
 
@@ -209,7 +211,8 @@ class RiskEngine:
     def __init__(self, config: RiskConfig, scorer: Scorer | None = None, model_error: str = "",
                  step_ns: int = 100_000_000, lateness_ns: int = 0, features_every: int = 1,
                  feature_config: Any = None, max_catchup: int = 3000, top_k: int = 3,
-                 model_status: str = "approved", status_book: Any = None, drift: Any = None) -> None:
+                 model_status: str = "approved", status_book: Any = None, drift: Any = None,
+                 labels_path: str | Path | None = None, drift_action: str = "alert") -> None:
         from pretrade.features.engine import FeatureEngine
         from pretrade.features.spec import FEATURES, FeatureConfig
 
@@ -236,6 +239,12 @@ class RiskEngine:
         self.model_status = model_status
         self.drift = drift
         self.drift_level = 0
+        if drift_action not in DRIFT_ACTIONS:
+            raise ValueError(f"drift action {drift_action!r}: one of {', '.join(DRIFT_ACTIONS)}")
+        self.drift_action = drift_action
+        self.labels_path = labels_path
+        # model inputs of the last alerts raised, so a person's mark of one can train: (sym, ns) -> call
+        self.alert_calls: dict[tuple[str, int], dict[str, Any]] = {}
         self.drift_cols = (np.array([FEATURES.index(f) for f in drift.ref.features])
                            if drift is not None else None)
         if scorer is not None and model_status == "retired":
@@ -325,6 +334,8 @@ class RiskEngine:
         rows, al = self.policy.cycle(g, Scores(snap.syms, score, seen, top, model))
         limits += rows
         alerts += al
+        if al and model:
+            self._remember_calls(g, snap, al, model)
         if n and self.cycles % self.features_every == 0:
             out.append(Output("features", [_times(n, g), _sym_col(snap.syms), snap.ready.astype(bool),
                                            *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])]]))
@@ -363,18 +374,24 @@ class RiskEngine:
                 model_fault=f"model {self.scorer.version} is {self.model_status}: scored in shadow, "
                             "not binding, until a person approves it (.rte.approve)")
 
-    def _set_status(self, new: str, who: str, why: str) -> None:
-        """Change the served model's status, logged in the models folder when there is one (a log
-        that cannot be written is reported; the change still takes effect in the engine)."""
+    def _set_status(self, new: str, who: str, why: str) -> dict:
+        """Change the served model's status; returns the `status` alert that records it in the
+        journal (a restart restores it from there) and, if the engine was given a status book
+        (--write-status), appends it to the models folder's log too (a log that cannot be written
+        is reported; the change still takes effect)."""
         from pretrade.models.status import check_transition
 
-        check_transition(self.model_status, new, who, why)
+        old = self.model_status
+        check_transition(old, new, who, why)
         if self.status_book is not None:
             try:
                 self.status_book.change(MODEL, new, who, why, version=self.scorer.version)
             except OSError as e:
                 log.error("status log %s not written: %s", self.status_book.path, e)
         self.model_status = new
+        return self.policy._alert(self.now, ALL, "critical" if new != "approved" else "warning",
+                                  "status", "", who,
+                                  f"model {self.scorer.version} status {old} -> {new} by {who}: {why}")
 
     def _on_drift(self, g: int, report: Any) -> tuple[list[Limit], list[dict]]:
         """Alerts on a change of the drift level; past the hard threshold, take an approved model
@@ -383,22 +400,26 @@ class RiskEngine:
         version = self.scorer.version
         rows: list[Limit] = []
         alerts: list[dict] = []
-        if level == 2 and self.model_status == "approved":
+        if level == 2 and self.model_status == "approved" and self.drift_action == "takeoff":
             why = "input drift past the hard threshold: " + "; ".join(report.drifting(2))
             warn_only = [f for f in report.drifting(1) if f not in report.drifting(2)]
             if warn_only:
                 why += "; past the warn threshold: " + "; ".join(warn_only)
-            self._set_status("shadow", AUTOMATION, why)
+            status = self._set_status("shadow", AUTOMATION, why)
             rows, alerts = self.policy.act(Action(g, AUTOMATION, "deactivate", note=why))
+            alerts.append(status)
             alerts.append(self.policy._alert(
                 g, ALL, "critical", "drift", TIERS[-1], AUTOMATION,
                 f"model {version} taken off, static limits in force: {why} (over {report.rows} rows); "
                 "scored in shadow until a person re-approves it with .rte.approve[model;who;note]"))
         elif level > self.drift_level:
+            hard = level == 2 and self.model_status == "approved"
             alerts.append(self.policy._alert(
-                g, ALL, "warning", "drift", "", AUTOMATION,
+                g, ALL, "critical" if hard else "warning", "drift", "", AUTOMATION,
                 f"input drift ({report.worst}) of model {version}: " + "; ".join(report.drifting(1))
-                + f" (over {report.rows} rows)"))
+                + f" (over {report.rows} rows)"
+                + ("; the model stays on (drift action is alert; --drift-action takeoff takes it off)"
+                   if hard else "")))
         elif level == 0 and self.drift_level > 0:
             alerts.append(self.policy._alert(g, ALL, "info", "drift", "", AUTOMATION,
                                              f"input drift of model {version} back within thresholds"))
@@ -415,13 +436,14 @@ class RiskEngine:
         if not who or who == AUTOMATION:
             raise ValueError("only a named person approves a model")
         why = note or "approved at the risk engine"
+        status = []
         if self.model_status != "approved":
-            self._set_status("approved", who, why)
+            status = [alerts_output([self._set_status("approved", who, why)])]
         if self.drift is not None:
             self.drift.reset()
             self.drift_level = 0
         if not self.policy.controls.model_active:
-            return self.act("activate", who=who, note=f"approve {self.scorer.version}: {why}")
+            return status + self.act("activate", who=who, note=f"approve {self.scorer.version}: {why}")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return [alerts_output([self.policy._alert(self.now, ALL, "info", "approve", "", who,
                                                   f"approve {self.scorer.version} by {who}: {why} "
@@ -436,8 +458,53 @@ class RiskEngine:
         if not who:
             raise ValueError("an action needs the name of who takes it")
         why = note or "put in shadow at the risk engine"
-        self._set_status("shadow", who, why)
-        return self.act("deactivate", who=who, note=f"shadow {self.scorer.version}: {why}")
+        status = alerts_output([self._set_status("shadow", who, why)])
+        return [status] + self.act("deactivate", who=who, note=f"shadow {self.scorer.version}: {why}")
+
+    def _restore_status(self, text: str) -> None:
+        """Take the served model's status from a journalled `status` alert about its version."""
+        import re
+
+        m = re.match(r"model (\S+) status (\w+) -> (\w+) by ", text)
+        if m and self.scorer is not None and m.group(1) == self.scorer.version:
+            self.model_status = m.group(3)
+
+    MAX_CALLS = 10_000
+
+    def _remember_calls(self, g: int, snap: Any, alerts: list[dict], model: str) -> None:
+        """Keep the model inputs behind each tier alert (bounded), for people's marks."""
+        from pretrade.features.spec import FEATURES
+
+        names = list(getattr(self.scorer, "features", ()))
+        pos = {s: k for k, s in enumerate(snap.syms)}
+        for a in alerts:
+            k = pos.get(a["sym"])
+            if k is None or a["kind"] not in ("tier", "breaker"):
+                continue
+            self.alert_calls[(a["sym"], g)] = {
+                "call": a["tier"], "model": model,
+                "features": {n: float(snap.z[k, FEATURES.index(n)]) for n in names}}
+        while len(self.alert_calls) > self.MAX_CALLS:
+            self.alert_calls.pop(next(iter(self.alert_calls)))
+
+    def mark(self, sym: str, when: Any, verdict: str, who: str, note: str = "") -> list[Output]:
+        """A person marks the alert raised for `sym` at `when` (its riskAlert time) right or wrong:
+        stored in the labels file with the model's inputs when the engine still has them, and
+        audited. ValueError when no labels file is configured or the mark is malformed."""
+        from pretrade.models.labels import Mark, add_mark
+
+        if self.labels_path is None:
+            raise ValueError("this engine has no labels file (start it with --labels FILE)")
+        t = int(_ns([when])[0]) if not isinstance(when, int | np.integer) else int(when)
+        call = self.alert_calls.get((sym, t), {})
+        stamp = np.datetime_as_string(np.datetime64(t, "ns"), unit="ns")
+        stored = add_mark(Mark(who=who, target="alert", ref=stamp, sym=sym, verdict=verdict,
+                               call=call.get("call", ""), model=call.get("model", ""), note=note,
+                               features=call.get("features", {})), self.labels_path)
+        text = (f"mark by {who}: alert on {sym} at {stamp} ({stored.call or 'call not in memory'}) "
+                f"was {verdict}" + (f": {note}" if note else "")
+                + ("" if stored.features else "; its inputs are no longer held, so it will not train"))
+        return [alerts_output([self.policy._alert(self.now, sym, "info", "mark", stored.call, who, text)])]
 
     def drift_status(self) -> dict[str, Any]:
         """The drift monitor's last check (per feature PSI, KS, level), window and thresholds."""
@@ -516,6 +583,8 @@ class RiskEngine:
                 cols = as_columns(table, data)
                 for i in range(len(cols["time"])):
                     who, kind = _s(cols["who"][i]), _s(cols["kind"][i])
+                    if kind == "status":
+                        self._restore_status(_s(cols["text"][i]))
                     if kind in ACTIONS and who != "automation":
                         actions.append(Action(int(_ns(cols["time"][i:i + 1])[0]), who, kind,
                                               _s(cols["sym"][i]), _s(cols["strategy"][i])))
@@ -546,9 +615,9 @@ def q_engine(models: str = "models", lateness_s: float = 1.0, limits: str = "") 
     scorer, err = load_scorer(models)
     if scorer is None:
         log.critical("%s: every instrument on static limits", err)
-    status, book, drift = load_governance(models, scorer)
+    status, _, drift = load_governance(models, scorer)  # status changes: journal only
     return RiskEngine(load_config(limits or None), scorer, err, lateness_ns=int(lateness_s * 1e9),
-                      model_status=status, status_book=book, drift=drift)
+                      model_status=status, drift=drift)
 
 
 def q_ingest(engine: RiskEngine, table: Any, data: Any) -> list[list[Any]]:
@@ -666,7 +735,8 @@ class Service:
         (limit: a `limits` column such as maxQty, within its static ceiling, for seconds of event time). ` is "every" for sym and strategy. With a users file the
         login name is recorded as who (a differing `who` argument goes into the note).
         Governance: .rte.approve[model;who;note] (a person re-approves the model: it binds again),
-        .rte.shadow[model;who;note] (scored, not binding), .rte.drift[] (the last drift check)."""
+        .rte.shadow[model;who;note] (scored, not binding), .rte.drift[] (the last drift check, JSON),
+        .rte.mark[sym;time;verdict;who;note] (a person marks the alert at `time` right or wrong)."""
         def action(kind: str):
             def call(conn, *args):
                 from pretrade.ipc.codec import QError
@@ -747,6 +817,23 @@ class Service:
         fs[".rte.approve"] = governance("approve")
         fs[".rte.shadow"] = governance("to_shadow")
         fs[".rte.drift"] = drift
+
+        def mark(conn, sym=b"", when=None, verdict=b"", who=b"", note=b""):
+            from pretrade.ipc.codec import QError
+
+            who, note = _s(who), _s(note)
+            if conn.user and who and who != conn.user:
+                note = f"{note} (for {who})".strip()
+            who = conn.user or who
+            try:
+                with self.lock:
+                    self.publish(self.engine.mark(_s(sym), _s(when) if isinstance(when, bytes) else when,
+                                                  _s(verdict), who, note))
+            except (ValueError, TypeError) as e:
+                raise QError(str(e)) from None
+            return f"mark {_s(sym)} {_s(verdict)} by {who}"
+
+        fs[".rte.mark"] = mark
         fs[".rte.override"] = override
         fs[".rte.status"] = status
         fs[".rte.limits"] = limits
@@ -775,12 +862,15 @@ def run(args: argparse.Namespace) -> int:
 
         drift_cfg = DriftConfig(window_s=args.drift_window, check_s=args.drift_check)
     status, book, drift = load_governance(args.models, scorer, step_ns, drift_cfg)
+    if not args.write_status:
+        book = None  # status changes live in the journal only; the models folder is left alone
     if scorer is not None:
         log.info("model %s status %s; drift monitoring %s", scorer.version, status,
                  "on" if drift is not None else "off")
     engine = RiskEngine(config, scorer, err, step_ns=step_ns,
                         lateness_ns=int(args.lateness * 1e9), features_every=args.features_every,
-                        model_status=status, status_book=book, drift=drift)
+                        model_status=status, status_book=book, drift=drift, labels_path=args.labels_file,
+                        drift_action=args.drift_action)
     svc = Service(engine, args.tp, os.environ.get("PRETRADE_USER", ""),
                   os.environ.get("PRETRADE_PASSWORD", ""))
     threading.Thread(target=svc.subscribe_forever, name="rte-feed", daemon=True).start()
@@ -821,5 +911,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model card's training reference) is judged (default 600)")
     p.add_argument("--drift-check", type=float, default=5.0, metavar="SECONDS",
                    help="judge drift every this many seconds of event time (default 5)")
+    p.add_argument("--labels-file", type=Path, default=Path("data/labels/marks.jsonl"), metavar="FILE",
+                   help="where .rte.mark appends people's marks of alerts (default data/labels/marks.jsonl; "
+                        "`pretrade train` reads them as labels)")
+    p.add_argument("--write-status", action="store_true",
+                   help="also append the engine's status changes (drift take-off, .rte.approve, "
+                        ".rte.shadow) to the models folder's status log and cards; without it they are "
+                        "kept in the journal (a restart restores them) and the models folder is only read")
+    p.add_argument("--drift-action", choices=DRIFT_ACTIONS, default="alert",
+                   help="on input drift past the hard threshold: alert (default: a critical alert naming "
+                        "the features; the model stays on) or takeoff (also take the model off: static "
+                        "limits, scored in shadow, until a person's .rte.approve). The default is alert "
+                        "because the thresholds were measured on 10-instrument markets; a 2-instrument "
+                        "market measures past them (docs/models.md, Drift and governance)")
     p.add_argument("--no-drift", action="store_true",
                    help="switch drift monitoring off (the model is then never taken off for drift)")

@@ -23,6 +23,7 @@ class NewOrder:
     side: str
     qty: int
     price: float | None
+    account: str = ""  # FIX Account (1); empty: the session's account
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,12 @@ class Seller:
 
     parent: int = 700
     clip: int = 100
-    interval: float = 4.0
+    interval: float = 6.0
     start: float = -15.0
     chase: int = 200
     chase_at: float = 13.0
     strategy: str = "algo"
+    account: str = "CLIENT1-EXEC"  # the execution desk's own account: its size habits are its own
     sent: int = 0
     chased: bool = False
     next_clip: float | None = None
@@ -58,19 +60,22 @@ class Seller:
             self.next_clip = self.start
         if t >= self.next_clip and self.sent < self.parent:
             qty = min(self.clip, self.parent - self.sent)
-            out.append(NewOrder(f"SELL-{next(self._ids)}", self.strategy, "sell", qty, None))
+            out.append(NewOrder(f"SELL-{next(self._ids)}", self.strategy, "sell", qty, None, self.account))
             self.sent += qty
             self.next_clip += self.interval
+            if self.next_clip <= t:  # late (a stalled clock): no burst of catch-up clips
+                self.next_clip = t + self.interval
         if t >= self.chase_at and not self.chased:
             self.chased = True
-            out.append(NewOrder(f"CHASE-{next(self._ids)}", self.strategy, "sell", self.chase, None))
+            out.append(NewOrder(f"CHASE-{next(self._ids)}", self.strategy, "sell", self.chase, None, self.account))
         return out
 
 
 @dataclass
 class MarketMaker:
-    """A bid and an ask of `size` lots at the touch from `start`, re-quoted every `every` s;
-    no bid when long `max_inventory` or more, no ask when that short."""
+    """A bid and an ask of `size` lots at the touch from `start`, checked every `every` s and
+    re-quoted (cancel, new) when the touch has moved; no bid when long `max_inventory` or more,
+    no ask when that short; after a rejection it waits `pause` seconds before quoting again."""
 
     size: int = 10
     every: float = 1.0
@@ -78,32 +83,44 @@ class MarketMaker:
     max_inventory: int = 300
     tick: float = 0.25
     strategy: str = "mm"
-    live: dict[str, str] = field(default_factory=dict)  # side -> resting clordid
+    pause: float = 5.0
+    live: dict[str, tuple[str, float]] = field(default_factory=dict)  # side -> (resting clordid, price)
     last: float | None = None
+    paused_until: float = -math.inf
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def step(self, t: float, bid: float, ask: float, position: int) -> list[NewOrder | Cancel]:
         """Cancels and new quotes due at `t` given the touch and the strategy's position."""
-        if t < self.start or (self.last is not None and t - self.last < self.every):
+        if t < self.start or t < self.paused_until or (self.last is not None and t - self.last < self.every):
             return []
         if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= bid:
             return []
         self.last = t
-        out: list[NewOrder | Cancel] = [Cancel(f"MMX-{next(self._ids)}", cl, self.strategy)
-                                        for cl in self.live.values()]
-        self.live = {}
-        for side, price, ok in (("buy", bid, position < self.max_inventory),
+        out: list[NewOrder | Cancel] = []
+        for side, touch, ok in (("buy", bid, position < self.max_inventory),
                                 ("sell", ask, position > -self.max_inventory)):
+            price = round(round(touch / self.tick) * self.tick, 10)
+            live = self.live.get(side)
+            if live is not None and ok and live[1] == price:
+                continue  # still at the touch
+            if live is not None:
+                out.append(Cancel(f"MMX-{next(self._ids)}", live[0], self.strategy))
+                del self.live[side]
             if ok:
-                o = NewOrder(f"MM-{next(self._ids)}", self.strategy, side, self.size,
-                             round(round(price / self.tick) * self.tick, 10))
-                self.live[side] = o.clordid
+                o = NewOrder(f"MM-{next(self._ids)}", self.strategy, side, self.size, price)
+                self.live[side] = (o.clordid, price)
                 out.append(o)
         return out
 
     def done(self, clordid: str) -> None:
         """A quote that no longer rests (filled, rejected or cancelled)."""
-        self.live = {s: c for s, c in self.live.items() if c != clordid}
+        self.live = {s: v for s, v in self.live.items() if v[0] != clordid}
+
+    def rejected(self, clordid: str, t: float) -> None:
+        """A quote of ours was rejected at `t`: stop quoting for `pause` seconds."""
+        if any(v[0] == clordid for v in self.live.values()):
+            self.paused_until = t + self.pause
+        self.done(clordid)
 
 
 @dataclass

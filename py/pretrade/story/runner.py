@@ -9,13 +9,16 @@ before the crash onset the market runs at `speed` x real time. What the firm saw
 rejections), what the engine published (features, scores, limits) and the market (quotes) are
 collected from FIX and from a subscription to the tickerplant.
 
-The static run puts the gateway in shadow mode: static limits (config/limits.toml) bind every
+The engine runs without its drift monitor (`--no-drift`): its window is ten minutes of market
+time, longer than the whole story, and the crash itself would read as drift and take the model
+off mid-story. The static run puts the gateway in shadow mode: static limits (config/limits.toml) bind every
 order, and the engine's dynamic decision is only recorded beside it. The dynamic run enforces the
 engine's limits. Everything else, seed included, is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -45,9 +48,9 @@ class StoryConfig:
     seed: int = 7
     sym: str = "ESZ6"
     onset: int = 360
-    lead: int = 30
-    after: int = 75
-    speed: float = 3.0
+    lead: int = 20
+    after: int = 100
+    speed: float = 4.0
     severity: float = 0.02
     fall: float = 30.0
     recovery: float = 0.5
@@ -86,6 +89,7 @@ class RunResult:
     acked: int
     rejected: list[dict]
     positions: list[tuple[pd.Timestamp, int]]
+    filled: dict[str, int] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -126,7 +130,7 @@ def _fix_new(o: NewOrder, sym: str) -> dict[int, Any]:
 
     return {m.CL_ORD_ID: o.clordid, m.SYMBOL: sym, m.SIDE: m.FIX_SIDE[o.side], m.ORDER_QTY: o.qty,
             m.ORD_TYPE: "1" if o.price is None else "2", m.PRICE: o.price, m.STRATEGY: o.strategy,
-            m.TRANSACT_TIME: m.utc_now()}
+            m.ACCOUNT: o.account or None, m.TRANSACT_TIME: m.utc_now()}
 
 
 def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) -> RunResult:
@@ -150,7 +154,8 @@ def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) 
     client = sub = conn = None
     try:
         stack.start("tp", ["tp", "--port", str(tp), "--journal", str(folder / "journal")], tp)
-        stack.start("rte", ["rte", "--port", str(rte), "--tp", tp_addr, "--models", str(root / "models")], rte)
+        stack.start("rte", ["rte", "--port", str(rte), "--tp", tp_addr, "--models", str(root / "models"),
+                             "--no-drift"], rte)
         stack.start("gateway", ["gateway", "--fix-port", str(gw), "--tp", tp_addr, "--rte", f"127.0.0.1:{rte}",
                                 "--exchange", f"127.0.0.1:{ex}", "--port", str(ctl), "--mode", mode,
                                 "--workdir", str(folder / "fix" / "gateway"), *cfg.gateway_args], gw)
@@ -184,6 +189,7 @@ def _play(cfg: StoryConfig, mode: str, sub, client, tick: float, deadline: float
     rejected: list[dict] = []
     positions: list[tuple[pd.Timestamp, int]] = []
     acked = 0
+    filled: dict[str, int] = {}
     last_update = time.monotonic()
 
     def on_report(f: dict[int, str]) -> None:
@@ -196,14 +202,18 @@ def _play(cfg: StoryConfig, mode: str, sub, client, tick: float, deadline: float
         if et == "0":
             acked += 1
         elif et == "F":
-            ledger.fill(o["strategy"], o["side"], int(float(f[m.LAST_QTY])), float(f[m.LAST_PX]), (bid + ask) / 2)
+            qty = int(float(f[m.LAST_QTY]))
+            filled[cl] = filled.get(cl, 0) + qty
+            ledger.fill(o["strategy"], o["side"], qty, float(f[m.LAST_PX]), (bid + ask) / 2)
             positions.append((clock, sum(ledger.position.values())))
         elif et == "8":
             text = f.get(m.TEXT, "")
             rejected.append({"time": clock, "clordid": cl, "side": o["side"], "qty": o["qty"],
                              "rule": text.split(":", 1)[0] if ":" in text else "VENUE", "text": text,
                              "strategy": o["strategy"], "sent": o["time"]})
-        if et in ("8", "4") or f.get(m.ORD_STATUS) == "2":
+        if et == "8":
+            mm.rejected(cl, (clock - STORY_ONSET).total_seconds())
+        elif et == "4" or f.get(m.ORD_STATUS) == "2":
             mm.done(cl)
 
     while time.monotonic() < deadline:
@@ -240,15 +250,13 @@ def _play(cfg: StoryConfig, mode: str, sub, client, tick: float, deadline: float
                            f"market clock {clock}")
     end = time.monotonic() + 1.5  # late answers
     while time.monotonic() < end:
-        try:
+        with contextlib.suppress(queue.Empty):
             on_report(client.received.get(timeout=0.1))
-        except queue.Empty:
-            pass
         while (item := sub.get(timeout=0)) is not None:
             parts[item[0]].append(item[1])
     tables = {n: pd.concat(p, ignore_index=True) if p else pd.DataFrame() for n, p in parts.items()}
     mark = (bid + ask) / 2
-    return RunResult(mode, ledger, mark, sent, acked, rejected, positions, tables)
+    return RunResult(mode, ledger, mark, sent, acked, rejected, positions, filled, tables)
 
 
 def run_story(cfg: StoryConfig, folder: Path) -> dict[str, RunResult]:
