@@ -13,7 +13,10 @@ from pretrade.story.runner import STORY_ONSET, RunResult, StoryConfig
 
 def test_seller_clips_then_chases_with_one_200_lot_market_order() -> None:
     s = Seller()
-    sent = [o for t in range(-20, 40) for o in s.step(float(t))]
+    mid = {t: 5000.0 if t < 0 else 5000.0 - 5 * t for t in range(-20, 40)}  # 1.5% down at t = 15
+    sent = [(t, o) for t in range(-20, 40) for o in s.step(float(t), mid[t])]
+    assert [t for t, o in sent if o.clordid.startswith("CHASE")] == [15]
+    sent = [o for _, o in sent]
     clips = [o for o in sent if o.clordid.startswith("SELL")]
     chase = [o for o in sent if o.clordid.startswith("CHASE")]
     assert [o.qty for o in clips] == [100] * 7 and sum(o.qty for o in clips) == s.parent

@@ -9,6 +9,7 @@ a $5 stock and a 78,000 USD crypto pair look alike to the model.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -96,18 +97,30 @@ class _Activity:
 
 
 @dataclass
+class _Window:
+    """The last `_FIRM_SIZES` values in arrival order and sorted, for an O(log n) running median."""
+
+    arrived: deque = field(default_factory=deque)
+    ranked: list = field(default_factory=list)
+
+    def median(self) -> float:
+        s, n = self.ranked, len(self.ranked)
+        return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+    def add(self, x: float) -> None:
+        if len(self.arrived) == _FIRM_SIZES:
+            del self.ranked[bisect.bisect_left(self.ranked, self.arrived.popleft())]
+        self.arrived.append(x)
+        bisect.insort(self.ranked, x)
+
+
+@dataclass
 class TraderHistory:
     """Per-trader state the features need, updated incrementally by `order_features`."""
 
     habits: dict[tuple[str, str], _Habit] = field(default_factory=dict)
     activity: dict[str, _Activity] = field(default_factory=dict)
-    firm_sizes: dict[str, deque] = field(default_factory=dict)  # sym -> recent log sizes, all accounts
-
-
-def _median(xs) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+    firm_sizes: dict[str, _Window] = field(default_factory=dict)  # sym -> recent log sizes, all accounts
 
 
 def validate_order(order: Order) -> None:
@@ -138,7 +151,7 @@ def order_features(order: Order, market: Market, history: TraderHistory,
 
     firm = history.firm_sizes.get(order.sym)
     if firm is None:
-        firm = history.firm_sizes[order.sym] = deque(maxlen=_FIRM_SIZES)
+        firm = history.firm_sizes[order.sym] = _Window()
     lq = math.log(qty)
     sd = math.sqrt(h.var_lq) if h.n > 1 else 1.0
     qty_vs = lq - h.mean_lq if h.n else 0.0
@@ -165,7 +178,7 @@ def order_features(order: Order, market: Market, history: TraderHistory,
     row[1] = qty_vs / max(sd, 0.1) if h.n > 1 else 0.0
     row[2] = math.log1p(h.n)
     row[3] = math.log1p(qty) - math.log1p(max(market.volume_1m, 0.0))
-    row[4] = lq - _median(firm) if firm else 0.0
+    row[4] = lq - firm.median() if firm.ranked else 0.0
     row[5] = abs(qty_vs - math.log(mid)) if quoted and h.n else _NO_GAP
     row[6] = dev
     row[7] = max(-_CLIP_BPS, min(_CLIP_BPS, dev / spread)) if spread > 0 else 0.0
@@ -187,7 +200,7 @@ def order_features(order: Order, market: Market, history: TraderHistory,
     d = x - h.mean_lq if h.n else 0.0
     h.mean_lq = h.mean_lq + w * d if h.n else lq
     h.var_lq = (1 - w) * (h.var_lq + w * d * d) if h.n > 1 else 0.25
-    firm.append(lq)
+    firm.add(lq)
     h.mean_dev += w * (max(-_HABIT_BPS, min(_HABIT_BPS, dev)) - h.mean_dev)
     h.side += max(1.0 / (h.n + 1), _SIDE_ALPHA) * (side - h.side)
     h.n += 1

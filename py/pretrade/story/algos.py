@@ -1,7 +1,8 @@
 """The firm's strategies in the flash-crash story, as FIX order decisions (no I/O here).
 
 `Seller` is the story's aggressive seller: it works a parent order in 100-lot market clips at a
-steady pace of market time, then, chasing the price, sends one 200-lot market order. `MarketMaker`
+steady pace of market time, then, chasing the price once it has fallen 1.5%, sends one 200-lot
+market order. `MarketMaker`
 keeps a bid and an ask at the touch, re-quoting every second of market time, within an inventory
 limit of its own. `Ledger` books the fills of every strategy: position, cash, P&L marked to a
 price, and the peak exposure seen.
@@ -38,26 +39,30 @@ class Cancel:
 @dataclass
 class Seller:
     """Clips of `clip` lots every `interval` s from `start` (s after the crash onset) until
-    `parent` lots have been sent; one `chase`-lot market order at `chase_at`."""
+    `parent` lots have been sent; then, chasing the price, one `chase`-lot market order once the
+    mid is `chase_drop` below the mid when it started."""
 
     parent: int = 700
     clip: int = 100
     interval: float = 6.0
     start: float = -15.0
     chase: int = 200
-    chase_at: float = 13.0
+    chase_drop: float = 0.015
     strategy: str = "algo"
     account: str = "CLIENT1-EXEC"  # the execution desk's own account: its size habits are its own
     sent: int = 0
     chased: bool = False
     next_clip: float | None = None
+    arrival: float = math.nan
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def step(self, t: float) -> list[NewOrder]:
-        """Orders due at `t` (seconds after the crash onset, market time)."""
+    def step(self, t: float, mid: float) -> list[NewOrder]:
+        """Orders due at `t` (seconds after the crash onset, market time) with the mid at `mid`."""
         out = []
         if self.next_clip is None:
             self.next_clip = self.start
+        if t >= self.start and math.isnan(self.arrival):
+            self.arrival = mid
         if t >= self.next_clip and self.sent < self.parent:
             qty = min(self.clip, self.parent - self.sent)
             out.append(NewOrder(f"SELL-{next(self._ids)}", self.strategy, "sell", qty, None, self.account))
@@ -65,7 +70,7 @@ class Seller:
             self.next_clip += self.interval
             if self.next_clip <= t:  # late (a stalled clock): no burst of catch-up clips
                 self.next_clip = t + self.interval
-        if t >= self.chase_at and not self.chased:
+        if not self.chased and mid <= self.arrival * (1 - self.chase_drop):
             self.chased = True
             out.append(NewOrder(f"CHASE-{next(self._ids)}", self.strategy, "sell", self.chase, None, self.account))
         return out

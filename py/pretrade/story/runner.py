@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 STORY_ONSET = pd.Timestamp("2026-11-20 14:30:15")  # the story's "spread widens" moment
 SUBSCRIBED = ("quote", "features", "riskScore", "limits", "riskAlert", "decision")
+# The story's static limit for its index future (MISSION.md: 500 contracts an order), added to
+# config/limits.toml for the run's engine and gateway only.
+STORY_LIMITS = """
+[instrument.ESZ6]   # the flash-crash story's index future
+max_qty = 500
+max_notional = 5000000.0
+"""
 
 
 @dataclass(frozen=True)
@@ -149,15 +156,17 @@ def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) 
                PRETRADE_FIX_PASSWORD=password)
     tp, rte, gw, ctl, ex = (_free_port() for _ in range(5))
     tp_addr = f"127.0.0.1:{tp}"
+    limits = folder / "limits.toml"
+    limits.write_text((root / "config" / "limits.toml").read_text() + STORY_LIMITS)
     stack = Stack(folder, env)
     wall0 = time.monotonic()
     client = sub = conn = None
     try:
         stack.start("tp", ["tp", "--port", str(tp), "--journal", str(folder / "journal")], tp)
         stack.start("rte", ["rte", "--port", str(rte), "--tp", tp_addr, "--models", str(root / "models"),
-                             "--no-drift"], rte)
+                             "--limits", str(limits), "--no-drift"], rte)
         stack.start("gateway", ["gateway", "--fix-port", str(gw), "--tp", tp_addr, "--rte", f"127.0.0.1:{rte}",
-                                "--exchange", f"127.0.0.1:{ex}", "--port", str(ctl), "--mode", mode,
+                                "--exchange", f"127.0.0.1:{ex}", "--port", str(ctl), "--mode", mode, "--limits", str(limits),
                                 "--workdir", str(folder / "fix" / "gateway"), *cfg.gateway_args], gw)
         conn = connect(tp_addr)
         sub = conn.subscribe(list(SUBSCRIBED))
@@ -234,7 +243,7 @@ def _play(cfg: StoryConfig, mode: str, sub, client, tick: float, deadline: float
             break
         t = (clock - STORY_ONSET).total_seconds()
         pos_mm = ledger.position.get(mm.strategy, 0)
-        for o in [*seller.step(t), *mm.step(t, bid, ask, pos_mm)] if clock > cfg.start else []:
+        for o in [*seller.step(t, (bid + ask) / 2), *mm.step(t, bid, ask, pos_mm)] if clock > cfg.start else []:
             if isinstance(o, NewOrder):
                 sent[o.clordid] = {"strategy": o.strategy, "side": o.side, "qty": o.qty, "price": o.price,
                                    "time": clock}
