@@ -255,3 +255,50 @@ def test_the_same_crash_at_100x_price_gives_the_same_tiers():
             assert np.mean(tiers >= 2) < 0.005, sym
     finally:
         del instruments.UNIVERSE[clone.sym]
+
+
+def test_calibration_days_set_high_alert_beyond_every_normal_total_and_name_the_version(
+    trained, monkeypatch
+):
+    import pandas as pd
+
+    from pretrade.models import train_vae
+
+    model, _ = trained
+    days = {s: normal_rows(3_000, s) for s in (31, 32)}
+
+    def fake_day(scenario, seed, duration, every=1, **_):
+        assert scenario == "normal"
+        return pd.DataFrame(days[seed], columns=["z_" + f for f in FEATURES]), None
+
+    monkeypatch.setattr(train_vae, "simulated_features", fake_day)
+    fn = lambda z: errors(model, z)  # noqa: E731
+    cal, rows = train_vae.calibrate(fn, list(FEATURES), (31, 32), 600)
+    totals = total_error(np.vstack([fn(x) for x in days.values()]), train_vae.TRIM)
+    assert rows == 6_000 and cal.trim == train_vae.TRIM
+    assert cal.high == pytest.approx(train_vae.HIGH_MARGIN * totals.max())
+    other, _ = train_vae.calibrate(fn, list(FEATURES), (31,), 600)
+    v = train_vae.model_version("ab" * 32, cal)
+    assert v.startswith(train_vae.SCORING + "+abababab.")
+    assert v != train_vae.model_version("ab" * 32, other)  # new thresholds, new version
+
+
+def test_walk_forward_figures_join_the_card_of_the_version_they_evaluated(artifact, tmp_path):
+    from pretrade.models.train_vae import attach_walk_forward
+
+    path = tmp_path / "vae.onnx"
+    path.write_bytes(artifact.read_bytes())
+    card = json.loads(card_path(artifact).read_text())
+    write_card(path, {**card, "walk_forward": None})
+    report = tmp_path / "anomaly.json"
+    summary = {"vae": {"false_alarms": 0, "per_day": 0.0, "median_lead_s": 70.0},
+               "vpin": {"median_lead_s": float("nan")}}
+    report.write_text(json.dumps({"meta": {"version": "other"}, "summary": summary}))
+    with pytest.raises(ValueError, match="evaluated 'other'"):
+        attach_walk_forward(path, report)
+    report.write_text(json.dumps({"meta": {"version": card["version"], "command": "c"},
+                                  "summary": summary, "targets": {"at_most_one_per_day": True}}))
+    attach_walk_forward(path, report)
+    wf = AnomalyScorer(path).card["walk_forward"]  # still matches its artifact
+    assert wf["targets"]["at_most_one_per_day"] and wf["detectors"]["vae"]["per_day"] == 0.0
+    assert wf["detectors"]["vpin"]["median_lead_s"] is None  # strict JSON: no NaN

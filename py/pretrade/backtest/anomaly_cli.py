@@ -19,6 +19,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def model_seeds(card: dict) -> dict[str, list[int]]:
+    """The simulated days a VAE card says it was trained, calibrated and validated on."""
+    cal = card.get("calibration_data", {})
+    val = card.get("validation", {})
+    out = {"train": list(card.get("training_data", {}).get("seeds", [])),
+           "calibration": list(cal.get("seeds", [cal["seed"]] if "seed" in cal else [])),
+           "validation": [v["seed"] for v in val.values() if isinstance(v, dict) and "seed" in v]}
+    out["all"] = sorted({s for v in out.values() for s in v})
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="docs/reports/anomaly",
                         help="folder for anomaly.md, anomaly.json and the plots (default docs/reports/anomaly)")
@@ -58,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     except (ModelRefused, FileNotFoundError) as e:
         log.error("cannot evaluate %s: %s", args.model, e)
         return 2
+    used = model_seeds(scorer.card)
+    overlap = sorted(set(args.cal_seeds + args.normal_seeds) & set(used["all"]))
+    if overlap:
+        log.error("seeds %s are the model's own training, calibration or validation days: pick others", overlap)
+        return 2
     cal_days, test_days = standard_days(args.cal_seeds, args.normal_seeds, args.normal_duration,
                                         args.stress_duration, crashes, other, args.stress_seed)
     cache = None if args.no_cache else Path(args.cache)
@@ -69,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate(days[: len(cal_days)], days[len(cal_days):])
     given = sys.argv[2:] if sys.argv[1:2] == ["backtest-anomaly"] else sys.argv[1:]
     meta = {"command": " ".join(["pretrade backtest-anomaly", *given]),
-            "model": args.model, "version": scorer.version, "syms": syms,
+            "model": args.model, "version": scorer.version, "syms": syms, "model_seeds": used,
             "cal_seeds": args.cal_seeds, "normal_seeds": args.normal_seeds,
             "normal_duration": args.normal_duration, "stress_duration": args.stress_duration,
             "cal_days": [d.name() for d in cal_days],

@@ -151,11 +151,13 @@ def write_report(ev: Evaluation, out_dir: str | Path, meta: dict[str, Any]) -> P
         earlier[det] = (wins, losses)
     beat_all = all(w > lo for w, lo in earlier.values()) and all(
         vae["mean_lead_s_misses_as_zero"] > summ[d]["mean_lead_s_misses_as_zero"] for d in baselines)
+    seeds = meta.get("model_seeds", {})
     lines = [
         "# Layer 2: anomaly walk-forward backtest (VAE vs VPIN vs static thresholds)",
         "",
         f"Command: `{meta.get('command', '')}`. Model: `{meta.get('model')}` ({meta.get('version')}), trained on "
-        "normal seeds 101-102, calibrated on 103, validated on 104-105: none of them is used here. "
+        f"normal seeds {seeds.get('train')}, calibrated on {seeds.get('calibration')}, validated on "
+        f"{seeds.get('validation')}: none of them is used here. "
         f"Instruments: {', '.join(meta.get('syms', []))}.",
         "",
         f"Calendar: {len(meta.get('cal_days', []))} calibration days (normal, seeds {meta.get('cal_seeds')}, "

@@ -20,16 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[21, 22, 23, 24, 25, 26],
                         help="simulation seeds of the days, in calendar order (keep them apart from training seeds)")
     parser.add_argument("--history-seeds", type=int, nargs="*", default=list(range(11, 21)),
-                        help="seeds of history days before the held-out ones (the shipped model's "
-                             "training days; every fold trains on them, none tests on them; none: no history)")
+                        help="seeds of history days before the held-out ones (default 11-20: the shipped model's "
+                             "training days; every fold trains on them, none tests on them; the flag alone: "
+                             "no history)")
     parser.add_argument("--cal-seeds", type=int, nargs="*", default=[31, 32, 33],
-                        help="seeds of history days with the calibration days' error rate, after --history-seeds")
+                        help="seeds of history days with the calibration days' error rate, after --history-seeds "
+                             "(default 31-33: the shipped model's calibration days)")
     parser.add_argument("--duration", type=int, default=3600, help="seconds of trading per simulated day (default 3600)")
     parser.add_argument("--folds", type=int, default=6, help="walk-forward test windows over the held-out days (default 6)")
     parser.add_argument("--embargo", type=float, default=600.0, help="seconds between training and test data (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="model training seed (default 0)")
     parser.add_argument("--model", default="models/fatfinger.onnx",
-                        help="also score this shipped model on every day (skipped if the file is absent)")
+                        help="also score this shipped model on every held-out day (skipped if the file is absent)")
 
 
 def run(args: argparse.Namespace) -> int:

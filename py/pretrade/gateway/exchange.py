@@ -336,7 +336,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
                    help="with --tp: publish the first SECONDS of market time as fast as possible (default 0)")
     p.add_argument("--duration", default="6.5h", help="with --tp: market time to simulate (default 6.5h)")
-    p.add_argument("--start", default=None, help="with --tp: market time of the first second (default the simulator's)")
+    p.add_argument("--start", default=None, help="with --tp: market time of the first second (default the simulator's; 'now' for a live stack)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="a scenario parameter (repeatable), e.g. -p at=600 -p sym=ESZ6")
     p.add_argument("--workdir", default="var/fix/exchange",

@@ -266,6 +266,40 @@ def recalibrate(
     return card
 
 
+def _no_nan(x):
+    """JSON-safe copy: NaN (a detector that never alerted has no lead time) becomes null."""
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_no_nan(v) for v in x]
+    return None if isinstance(x, float) and x != x else x
+
+
+def attach_walk_forward(path: str | Path, report: str | Path) -> dict:
+    """Copy the headline figures of a `pretrade backtest-anomaly` report (its anomaly.json) into the
+    card's `walk_forward`; refused (ValueError) when the report evaluated another version."""
+    from pretrade.models.anomaly import KIND
+    from pretrade.models.card import read_card, write_card
+
+    card = read_card(path, KIND)
+    rep_ = json.loads(Path(report).read_text())
+    meta = rep_.get("meta", {})
+    if meta.get("version") != card["version"]:
+        raise ValueError(f"{report} evaluated {meta.get('version')!r}, not this card's {card['version']!r}")
+    card["walk_forward"] = _no_nan({
+        "report": str(report),
+        "command": meta.get("command"),
+        "calibration_seeds": meta.get("cal_seeds"),
+        "normal_test_seeds": meta.get("normal_seeds"),
+        "targets": rep_.get("targets"),
+        "detectors": rep_.get("summary"),
+        "recall_by_kind": {k: v.get("vae") for k, v in rep_.get("recall_by_kind", {}).items()},
+    })
+    write_card(path, {k: v for k, v in card.items() if k not in ("artifact", "sha256")})
+    log.info("walk-forward figures of %s written to the card of %s", report, path)
+    return card
+
+
 OUTPUT = ("sq_errors: squared reconstruction error per feature; score = calibration of their mean "
           "without the calibration's `trim` largest")
 
@@ -293,6 +327,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=int, default=7200, help="seconds per simulated day")
     parser.add_argument("--epochs", type=int, help="training epochs (default from VaeConfig)")
     parser.add_argument(
+        "--walk-forward",
+        metavar="JSON",
+        help="only copy a backtest report's figures (pretrade backtest-anomaly's anomaly.json) into "
+        "OUT/vae.json's walk_forward",
+    )
+    parser.add_argument(
         "--recalibrate",
         action="store_true",
         help="keep OUT/vae.onnx's weights; refit its thresholds and validation, rewrite its card",
@@ -300,6 +340,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.walk_forward:
+        attach_walk_forward(Path(args.out) / "vae.onnx", args.walk_forward)
+        return 0
     if args.recalibrate:
         recalibrate(Path(args.out) / "vae.onnx", tuple(args.cal_seeds), args.val_seed, args.duration)
         return 0

@@ -144,6 +144,11 @@ def timeline(run: RunResult, cfg: StoryConfig, first_cut: str | None) -> pd.Data
     return rows[TIMELINE_COLS]
 
 
+def _shown(changes: list[dict]) -> list[dict]:
+    """The changes worth printing: the instrument row's order size, passive band and state."""
+    return [c for c in changes if c["strategy"] == "*" and c["field"] in ("max_order_qty", "passive_band_bps", "state")]
+
+
 def text(fx: dict, tl: pd.DataFrame) -> str:
     """The story printed: timeline, limit changes, rejections, comparison."""
     lines = [f"flash-crash story on {fx['sym']}, seed {fx['seed']}: onset {fx['story_onset'][11:23]}, "
@@ -153,8 +158,8 @@ def text(fx: dict, tl: pd.DataFrame) -> str:
         lines.append(f"{r.time.strftime('%H:%M:%S.%f')[:12]}  {r.rv_1m:6.3f}  {r.spread_bps:10.1f}  "
                      f"{r.imbalance_depth:9.2f}  {r.trade_to_order:11.3f}  {r.score:7.3f}  {r.tier}")
     dyn, st = fx["runs"]["dynamic"], fx["runs"]["static"]
-    lines += ["", "limit changes (dynamic run):"]
-    for c in dyn["limit_changes"]:
+    lines += ["", "limit changes (dynamic run; instrument rows, order size, passive band and state; all in the JSON):"]
+    for c in _shown(dyn["limit_changes"]):
         lines.append(f"  {c['time'][11:23]}  {c['sym']}/{c['strategy']:5} {c['field']:16} {c['old']} -> {c['new']}  "
                      f"({c['tier']})")
     for name, r in (("static", st), ("dynamic", dyn)):
@@ -269,7 +274,7 @@ def write_html(fx: dict, runs: dict[str, RunResult], cfg: StoryConfig, tl: pd.Da
                                   ("orders blocked", "blocked_valid")))
     changes = "".join(f"<tr><td>{e(c['time'])}</td><td>{e(c['strategy'])}</td><td>{e(c['field'])}</td>"
                       f"<td>{c['old']}</td><td>{c['new']}</td><td>{e(c['tier'])}</td><td>{e(c['reason'])}</td></tr>"
-                      for c in dyn["limit_changes"])
+                      for c in _shown(dyn["limit_changes"]))
     rej = "".join(f"<tr><td>{name}</td><td>{e(x['time'])}</td><td>{e(x['clordid'])}</td><td>{x['side']}</td>"
                   f"<td>{x['qty']}</td><td>{e(x['rule'])}</td><td>{e(x['text'])}</td></tr>"
                   for name in ("static", "dynamic") for x in fx["runs"][name]["rejected"])
@@ -290,7 +295,7 @@ gateway is in shadow mode (static limits bind).</p>
 <h2>Timeline (dynamic run, the engine's 100 ms cycles)</h2>
 <table><tr><th>time</th><th>1-min realized vol %</th><th>spread bps</th><th>book imbalance</th>
 <th>trade-to-order</th><th>anomaly score</th><th>state</th></tr>{tlr}</table>
-<h2>Limit changes (dynamic run)</h2>
+<h2>Limit changes (dynamic run: the instrument row's order size, passive band and state; every change is in story.json)</h2>
 <table><tr><th>time</th><th>strategy</th><th>field</th><th>old</th><th>new</th><th>tier</th><th>reason</th></tr>{changes}</table>
 <h2>Rejected orders</h2>
 <table><tr><th>run</th><th>time</th><th>clordid</th><th>side</th><th>qty</th><th>rule</th><th>text</th></tr>{rej}</table>

@@ -62,7 +62,6 @@ class StoryConfig:
     fall: float = 30.0
     recovery: float = 0.5
     recovery_time: float = 30.0
-    gateway_args: tuple[str, ...] = ()  # extra `pretrade gateway` arguments
 
     @property
     def start(self) -> pd.Timestamp:
@@ -167,7 +166,7 @@ def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) 
                              "--limits", str(limits), "--no-drift"], rte)
         stack.start("gateway", ["gateway", "--fix-port", str(gw), "--tp", tp_addr, "--rte", f"127.0.0.1:{rte}",
                                 "--exchange", f"127.0.0.1:{ex}", "--port", str(ctl), "--mode", mode, "--limits", str(limits),
-                                "--workdir", str(folder / "fix" / "gateway"), *cfg.gateway_args], gw)
+                                "--workdir", str(folder / "fix" / "gateway")], gw)
         conn = connect(tp_addr)
         sub = conn.subscribe(list(SUBSCRIBED))
         client = FixInitiator(folder / "fix" / "client", gw, "CLIENT1", GATEWAY_ID, password)
