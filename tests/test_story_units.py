@@ -19,7 +19,7 @@ def test_seller_clips_then_chases_with_one_200_lot_market_order() -> None:
     sent = [o for _, o in sent]
     clips = [o for o in sent if o.clordid.startswith("SELL")]
     chase = [o for o in sent if o.clordid.startswith("CHASE")]
-    assert [o.qty for o in clips] == [100] * 7 and sum(o.qty for o in clips) == s.parent
+    assert [o.qty for o in clips] == [100] * 8 and sum(o.qty for o in clips) == s.parent
     assert len(chase) == 1 and chase[0].qty == 200 and chase[0].price is None and chase[0].side == "sell"
     assert all(o.price is None and o.strategy == "algo" for o in clips)
 

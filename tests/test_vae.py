@@ -281,6 +281,9 @@ def test_calibration_days_set_high_alert_beyond_every_normal_total_and_name_the_
     v = train_vae.model_version("ab" * 32, cal)
     assert v.startswith(train_vae.SCORING + "+abababab.")
     assert v != train_vae.model_version("ab" * 32, other)  # new thresholds, new version
+    noise = Calibration(**{k: v * (1 + 1e-9) if isinstance(v, float) else v
+                           for k, v in cal.as_dict().items()})
+    assert train_vae.model_version("ab" * 32, noise) == v  # torch vs onnxruntime last bits
 
 
 def test_walk_forward_figures_join_the_card_of_the_version_they_evaluated(artifact, tmp_path):

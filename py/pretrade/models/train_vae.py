@@ -130,9 +130,11 @@ def calibrate(errors_fn, features: list[str], cal_seeds, duration: int,
 
 
 def model_version(data_hash: str, cal) -> str:
-    """Version of weights (their training data) and scoring (the calibration): caches and the
-    model's status follow it, so a recalibrated model is a new version."""
-    cal_hash = hashlib.sha256(json.dumps(cal.as_dict(), sort_keys=True).encode()).hexdigest()
+    """Version of weights (their training data) and scoring (the calibration, to 6 significant
+    digits: torch and onnxruntime differ in the last bits): caches and the model's status follow
+    it, so a recalibrated model is a new version."""
+    rounded = {k: float(f"{v:.6g}") for k, v in cal.as_dict().items()}
+    cal_hash = hashlib.sha256(json.dumps(rounded, sort_keys=True).encode()).hexdigest()
     return f"{SCORING}+{data_hash[:8]}.{cal_hash[:6]}"
 
 

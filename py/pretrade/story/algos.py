@@ -42,7 +42,7 @@ class Seller:
     `parent` lots have been sent; then, chasing the price, one `chase`-lot market order once the
     mid is `chase_drop` below the mid when it started."""
 
-    parent: int = 700
+    parent: int = 800
     clip: int = 100
     interval: float = 6.0
     start: float = -15.0
@@ -82,10 +82,10 @@ class MarketMaker:
     re-quoted (cancel, new) when the touch has moved; no bid when long `max_inventory` or more,
     no ask when that short; after a rejection it waits `pause` seconds before quoting again."""
 
-    size: int = 10
+    size: int = 5
     every: float = 1.0
     start: float = -15.0
-    max_inventory: int = 300
+    max_inventory: int = 40
     tick: float = 0.25
     strategy: str = "mm"
     pause: float = 5.0
