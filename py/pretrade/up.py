@@ -2,8 +2,8 @@
 
 Each process runs as its own OS process (as it would in production), logging to one file per
 process under the logs folder. A process that dies is reported and restarted with backoff; the
-others carry on. Ctrl-C (or SIGTERM) stops the feed first, then the consumers, then the
-tickerplant, so nothing in flight is lost.
+others carry on. Ctrl-C (or SIGTERM) stops the market first, runs end of day, then stops the
+rest and the tickerplant last, so nothing in flight is lost.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["embedded", "kdb"], default="embedded",
                    help="embedded: the Python processes (default); kdb: the q twins (needs a licensed q)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: paths.data of the topology)")
-    p.add_argument("--scenario", default=None, help="market scenario the simulated feed plays (default from topology)")
-    p.add_argument("--speed", default=None, help="feed speed: 1 real time, N times faster, max")
-    p.add_argument("--no-feed", action="store_true", help="start no market feed")
+    p.add_argument("--scenario", default=None, help="market scenario the exchange plays (default from topology)")
+    p.add_argument("--speed", default=None, help="market speed: 1 real time, N times faster (default from topology)")
+    p.add_argument("--no-feed", action="store_true",
+                   help="the exchange publishes no market data (an idle venue; publish your own with `pretrade feed`)")
     p.add_argument("--skip", nargs="+", default=[], metavar="NAME",
                    help="processes not to start (e.g. --skip gateway exchange api)")
     p.add_argument("--for", dest="duration", type=float, default=None,
@@ -122,6 +123,13 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
     tp, rdb, hdb, rte = topo["tp"], topo["rdb"], topo["hdb"], topo["rte"]
     ex_port, gw_port = topo["exchange"]["fix_port"], topo["gateway"]["fix_port"]
     tp_addr = f"{tp['host']}:{tp['port']}"
+    # The exchange is the market: it runs the simulation forward and publishes quotes, trades and
+    # depth, and the firm's orders trade in the same books, so they move the prices everyone sees.
+    sim = topo.get("market", {})
+    market = [] if args.no_feed else [
+        "--tp", tp_addr, "--scenario", args.scenario or sim.get("scenario", "normal"),
+        "--seed", str(sim.get("seed", 1)), "--speed", str(args.speed or sim.get("speed", "1")),
+        "--duration", str(sim.get("duration", "6.5h")), "--start", "now"]
     journal, hdb_dir = data / "journal", data / "hdb"
     procs = [
         Process("tp", exe + ["tp", "--port", str(tp["port"]), "--journal", str(journal),
@@ -131,9 +139,11 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
         Process("rdb", exe + ["rdb", "--port", str(rdb["port"]), "--tp", tp_addr, "--hdb", str(hdb_dir),
                               "--hdb-addr", f"127.0.0.1:{hdb['port']}", "--users", str(users)], rdb["port"]),
         Process("rte", exe + ["rte", "--port", str(rte["port"]), "--tp", tp_addr,
-                              "--models", str(ROOT / "models"), "--users", str(users)], rte["port"]),
+                              "--models", str(ROOT / "models"), "--users", str(users),
+                              # drift thresholds were measured on this ten-instrument market
+                              "--drift-action", "takeoff"], rte["port"]),
         Process("exchange", exe + ["exchange", "--fix-port", str(ex_port),
-                                   "--workdir", str(data / "fix" / "exchange")], ex_port),
+                                   "--workdir", str(data / "fix" / "exchange")] + market, ex_port),
         Process("gateway", exe + ["gateway", "--fix-port", str(gw_port), "--tp", tp_addr,
                                   "--rte", f"127.0.0.1:{rte['port']}", "--exchange", f"127.0.0.1:{ex_port}",
                                   "--port", str(topo["gateway"]["control_port"]), "--users", str(users),
@@ -144,12 +154,6 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                               "--users", str(api_tokens(data)),
                               "--audit", str(data / "log" / "audit.jsonl")], topo["api"]["port"]),
     ]
-    if not args.no_feed:
-        feed = topo.get("feed", {})
-        procs.append(Process("feed", exe + [
-            "feed", "sim", "--scenario", args.scenario or feed.get("scenario", "normal"),
-            "--seed", str(feed.get("seed", 1)), "--speed", str(args.speed or feed.get("speed", "1")),
-            "--duration", str(feed.get("duration", "6.5h")), "--restamp", "--tp", tp_addr]))
     return procs
 
 
@@ -211,8 +215,6 @@ def supervise(procs: list[Process], logs: Path, env: dict[str, str], duration: f
         for p in procs:
             code = p.popen.poll() if p.popen else None
             if p.popen and code is not None and p.next_start == 0.0:
-                if p.name == "feed" and code == 0:
-                    continue  # a finite feed that finished is done, not dead
                 delay = min(30.0, 2.0 ** p.restarts)
                 log.error("%s exited with code %s; restarting in %.0fs (see %s)", p.name, code, delay, p.logfile)
                 p.next_start = now + delay
@@ -261,12 +263,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def shutdown(procs: list[Process], topo: dict, data: Path, env: dict[str, str], end_day: bool) -> None:
-    """Stop cleanly: the feed first (nothing new arrives), then end of day (the RDB writes today's
-    partition), then the consumers, then the tickerplant. Every update was journaled on arrival,
-    so nothing is lost even if end of day cannot run."""
+    """Stop cleanly: the market first (nothing new arrives), then end of day (the RDB writes
+    today's partition), then the others, then the tickerplant. Every update was journaled on
+    arrival, so nothing is lost even if end of day cannot run."""
     by_name = {p.name: p for p in procs}
-    if "feed" in by_name:
-        _stop(by_name["feed"])
+    for name in ("api", "gateway", "exchange"):
+        if name in by_name:
+            _stop(by_name[name])
     if end_day and all(by_name[n].popen and by_name[n].popen.poll() is None for n in ("tp", "rdb")):
         _end_of_day(topo, data, env)
     log.info("stopping: consumers, then the tickerplant")
