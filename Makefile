@@ -32,7 +32,6 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check py tests scripts
-	$(BIN)/ruff format --check py tests scripts
 
 schema: install
 	$(BIN)/pretrade schema --q
