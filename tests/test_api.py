@@ -75,7 +75,7 @@ def old_decision_partition(hdb: Path) -> None:
 class Stack:
     """tp + rdb + hdb + rte in a temporary folder, fed a short simulated market."""
 
-    def __init__(self, tmp: Path, feed_args: list[str]) -> None:
+    def __init__(self, tmp: Path, feed_args: list[str], rte_args: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
         self.ports = {k: free_port() for k in ("tp", "rdb", "hdb", "rte")}
         self.procs: list[subprocess.Popen] = []
@@ -89,7 +89,7 @@ class Stack:
             self.procs.append(start(["rdb", "--port", str(self.ports["rdb"]), "--tp", tp, "--hdb", str(tmp / "hdb"),
                                      "--hdb-addr", f"localhost:{self.ports['hdb']}"], tmp / "rdb.log", self.ports["rdb"]))
             self.procs.append(start(["rte", "--port", str(self.ports["rte"]), "--tp", tp, "--models",
-                                     str(ROOT / "models")], tmp / "rte.log", self.ports["rte"]))
+                                     str(ROOT / "models"), *rte_args], tmp / "rte.log", self.ports["rte"]))
             self.feed_args = feed_args
         except Exception:
             self.close()

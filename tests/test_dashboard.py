@@ -1,7 +1,7 @@
 """The dashboard in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium):
 real tickerplant, RDB, HDB, risk engine and `pretrade api`; a short flash-crash feed. The page
 must show a tier change arrive live, and its kill switch must halt the instrument in the engine
-and leave an audit entry. Saves the screenshot to docs/img/dashboard.png."""
+and leave an audit entry; a risk officer's "wrong" on a tier alert is stored as a mark. Saves the screenshot to docs/img/dashboard.png."""
 
 from __future__ import annotations
 
@@ -56,14 +56,15 @@ def browser(tmp_path):
 
 @pytest.fixture
 def stack(tmp_path):
-    s = Stack(tmp_path, FLASH)
+    s = Stack(tmp_path, FLASH, rte_args=("--labels-file", str(tmp_path / "marks.jsonl")))
     api_port = free_port()
     p = s.ports
     try:
         s.procs.append(start(["api", "--port", str(api_port), "--tp", f"localhost:{p['tp']}",
                               "--rdb", f"localhost:{p['rdb']}", "--hdb", f"localhost:{p['hdb']}",
                               "--rte", f"localhost:{p['rte']}", "--gw", f"localhost:{free_port()}",
-                              "--audit", str(tmp_path / "audit.jsonl")], tmp_path / "api.log", api_port))
+                              "--audit", str(tmp_path / "audit.jsonl"), "--labels", str(tmp_path / "marks.jsonl")],
+                             tmp_path / "api.log", api_port))
     except Exception:
         s.close()
         raise
@@ -98,6 +99,22 @@ def test_dashboard_shows_a_tier_change_live_and_the_kill_switch_halts(stack, bro
         assert feed.wait(180) == 0
     finally:
         stop(feed)
+
+    # a risk officer marks the first tier alert on ESZ6 wrong: stored (through the engine) and shown
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    wrong = '#alerts li[data-kind="tier"] .mark[data-sym="ESZ6"] button.mark-wrong'
+
+    def click(d):
+        d.find_element(By.CSS_SELECTOR, wrong).click()   # the list is redrawn each second: retry if stale
+        return True
+
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(click)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "act-result"), "marked wrong"))
+    wait.until(lambda d: "marked wrong by risk1" in (js(d, "#alerts") or ""))
+    marks = httpx.get(f"{stack.api}/marks", params={"target": "alert"}, headers=OFFICER).json()
+    assert marks and marks[0]["sym"] == "ESZ6" and marks[0]["verdict"] == "wrong" and marks[0]["who"] == "risk1"
+    assert (stack.tmp / "marks.jsonl").exists()
 
     browser.find_element(By.ID, "act-sym").send_keys("NQZ6")
     browser.find_element(By.ID, "act-note").send_keys("browser test")

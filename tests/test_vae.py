@@ -305,3 +305,14 @@ def test_walk_forward_figures_join_the_card_of_the_version_they_evaluated(artifa
     wf = AnomalyScorer(path).card["walk_forward"]  # still matches its artifact
     assert wf["targets"]["at_most_one_per_day"] and wf["detectors"]["vae"]["per_day"] == 0.0
     assert wf["detectors"]["vpin"]["median_lead_s"] is None  # strict JSON: no NaN
+
+
+def test_the_backtest_knows_the_days_a_card_was_fitted_on():
+    from pretrade.backtest.anomaly_cli import model_seeds
+
+    card = json.loads(card_path(COMMITTED).read_text())
+    seeds = model_seeds(card)
+    assert seeds["train"] == [101, 102] and seeds["calibration"] == [103, 106, 107]
+    assert seeds["validation"] == [104, 105]
+    old = {"training_data": {"seeds": [1]}, "calibration_data": {"seed": 2}}  # previous cards
+    assert model_seeds(old)["all"] == [1, 2]

@@ -134,8 +134,10 @@ TABLES: dict[str, Table] = {
         Table("riskAlert", _cols(_TIME_SYM + "strategy:s seq:j severity:s kind:s tier:s who:s text:C"),
               "Risk engine alerts and audited actions (tier changes, halts, kill switch, resets)."),
         Table("decision", _cols(_TIME_SYM + "orderid:s clordid:s account:s strategy:s side:s qty:j "
-                                "price:f rule:s limit:f value:f outcome:s latencyNs:j text:C"),
-              "One row per pre-trade check outcome: the rule, its limit and the order's value."),
+                                "price:f rule:s limit:f value:f outcome:s latencyNs:j text:C "
+                                "slippageBps:f algo:s"),
+              "One row per pre-trade check outcome: the rule, its limit and the order's value; an "
+              "accepted order's predicted slippage (bps) and recommended execution algorithm."),
         Table("heartbeat", _cols(_TIME_SYM + "seq:j cycles:j instruments:j status:s"),
               "Liveness of a process (sym is the process name); the gateway watches the risk engine's."),
     ]

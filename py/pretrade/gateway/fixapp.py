@@ -293,7 +293,9 @@ class Gateway:
         row = {"sym": o.sym, "orderid": "", "clordid": cl, "account": o.account, "strategy": o.strategy,
                "side": o.side, "qty": o.qty, "price": o.price, "rule": d.code, "limit": d.limit,
                "value": d.value, "outcome": f"{'pass' if d.ok else 'reject'}/{limits}",
-               "latencyNs": v.latency_ns if v is not None else 0, "text": d.text}
+               "latencyNs": v.latency_ns if v is not None else 0, "text": d.text,
+               "slippageBps": v.slippage_bps if v is not None and d.ok else math.nan,
+               "algo": v.algo if v is not None and d.ok else ""}
         self.publisher.put("decision", row)
         if v is not None and v.shadow is not None:
             s = v.shadow

@@ -49,7 +49,8 @@ def risk_state(lim: Limit | None) -> str | None:
 class Verdict:
     """The binding decision, the limits it used and where they came from (dynamic, static,
     fallback, none), the instrument's risk state, the non-binding shadow decision (shadow
-    mode), and the time the check took."""
+    mode), the time the check took, and for an accepted order the impact model's predicted
+    slippage (bps; NaN without a prediction) and recommended execution algorithm ("" without)."""
 
     decision: Decision
     limits: str
@@ -57,18 +58,21 @@ class Verdict:
     state: str | None
     latency_ns: int = 0
     shadow: Decision | None = None
+    slippage_bps: float = math.nan
+    algo: str = ""
 
 
 class Gate:
     """Per-order checks with the gateway's live state (positions, rates, recent orders)."""
 
     def __init__(self, table: LimitsTable, cfg: CheckConfig, modes: Modes | None = None,
-                 model=None) -> None:
+                 model=None, advisor=None) -> None:
         if model is not None:  # the model's own calibrated block threshold (its card), not a generic one
             cfg = replace(cfg, fat_finger_threshold=model.threshold)
         self.table, self.cfg = table, cfg
         self.modes = modes or Modes()
         self.model = model  # a pretrade.models.fatfinger.FatFingerModel, or None
+        self.advisor = advisor  # a pretrade.gateway.advice.Advisor, or None (no impact advice)
         self.session_rates = RateWindow()
         self.strategy_rates = RateWindow()
         self.duplicates = DuplicateWindow(cfg.duplicate_window_ms * 1_000_000)
@@ -82,9 +86,13 @@ class Gate:
 
     def check(self, o: Order, session: str, now_ns: int | None = None) -> Verdict:
         """The decision on `o` from `session`; a passing new order or replace is counted in the
-        rate windows and remembered for the duplicate check. Thread-safe."""
+        rate windows and remembered for the duplicate check; an accepted new order or replace
+        gets the advisor's slippage and algo (outside the lock: advice never delays a check). Thread-safe."""
         with self.lock:
-            return self._check(o, session, now_ns)
+            v = self._check(o, session, now_ns)
+        if self.advisor is not None and v.decision.ok and o.kind != "cancel":
+            v.slippage_bps, v.algo = self.advisor.advise(o, self.table)
+        return v
 
     def _check(self, o: Order, session: str, now_ns: int | None) -> Verdict:
         t0 = time.perf_counter_ns()

@@ -2,7 +2,8 @@
 
 `LimitsTable.on_update(table, frame)` takes the subscribed tables: `limits` (into a LimitBook:
 newer seq wins), `heartbeat` (the risk engine's liveness), `quote` (reference prices) and
-`trade` (the last minute's volume, an input of the fat-finger model). `lookup(sym, strategy)`
+`trade` (the last minute's volume, an input of the fat-finger model), and `book` and `features`
+(the latest depth and rv_1m/volume_1m per instrument: the impact model's inputs). `lookup(sym, strategy)`
 answers which limits bind an order now:
 
 - no limits ever received: None (no order passes);
@@ -51,6 +52,8 @@ class LimitsTable:
         self.bids: dict[str, float] = {}
         self.asks: dict[str, float] = {}
         self._volume: dict[str, deque] = {}
+        self.books: dict[str, dict] = {}                       # sym -> latest `book` row
+        self.rv_volume: dict[str, tuple[float, float]] = {}    # sym -> (rv_1m, volume_1m) of `features`
         self._static: dict[tuple[str, str], Limit] = {}
         self._lock = threading.Lock()  # transitions only; lookups read without it
 
@@ -69,6 +72,12 @@ class LimitsTable:
             times = frame["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
             for sym, t, size in zip(frame["sym"], times, frame["size"], strict=True):
                 self.add_trade(str(sym), int(t), int(size))
+        elif table == "book":
+            for row in frame.to_dict("records"):
+                self.books[str(row["sym"])] = row
+        elif table == "features":
+            for sym, rv, vol in zip(frame["sym"], frame["rv_1m"], frame["volume_1m"], strict=True):
+                self.rv_volume[str(sym)] = (float(rv), float(vol))
 
     def apply_limits(self, rows: list[Limit]) -> int:
         """Apply rows (newer seq wins); rows newer than those held end a fallback. Returns

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sym", default="", help="only this instrument")
     p.add_argument("--errors", default=None,
                    help="ab: file of ClOrdIDs known to be erroneous, one per line (e.g. labelled fat-finger orders)")
+    p.add_argument("--labels", default="data/labels/marks.jsonl",
+                   help="shadow: people's marks file (pretrade.models.labels); each order's latest mark is shown "
+                        "beside it (default data/labels/marks.jsonl; none if the file does not exist)")
     p.add_argument("--csv", default=None, help="also write the report to this CSV file")
 
 
@@ -35,8 +38,12 @@ def run(args: argparse.Namespace) -> int:
         print("no decision rows")
         return 0
     if args.kind == "shadow":
-        out = shadow_report(d)
-        print(f"{len(out)} orders where static and dynamic limits disagreed")
+        from pretrade.models.labels import read_marks
+
+        marks = read_marks(args.labels)
+        out = shadow_report(d, marks)
+        print(f"{len(out)} orders where static and dynamic limits disagreed; "
+              f"{int((out['mark'] != '').sum())} marked by people ({args.labels})")
     else:
         errors = set(Path(args.errors).read_text().split()) if args.errors else set()
         out = ab_report(d, errors)

@@ -17,7 +17,7 @@ from pretrade.ipc.auth import Users
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBED = ["limits", "heartbeat", "quote", "trade"]
+SUBSCRIBED = ["limits", "heartbeat", "quote", "trade", "book", "features"]  # book, features: impact advice
 CONTROL_PORT = 5014
 
 
@@ -29,7 +29,9 @@ class GatewayService:
                  ttl_s: float = 3.0, fallback_scale: float = 0.5, clients_path: str | None = None,
                  limits_path: str | None = None, model_path: str | None = "models/fatfinger.onnx",
                  mode: str = "enforce", ab_share: float = 0.5, control_port: int | None = None,
-                 rte: str | None = None, users: Users | None = None) -> None:
+                 rte: str | None = None, users: Users | None = None, impact: bool = True) -> None:
+        from pretrade.config import CONFIG_DIR, load_toml
+        from pretrade.gateway.advice import impact_config, load_advisor
         from pretrade.gateway.fixapp import Gateway
         from pretrade.gateway.gate import Gate
         from pretrade.gateway.limits_table import LimitsTable
@@ -52,7 +54,9 @@ class GatewayService:
 
             model = FatFingerModel(model_path)  # ModelRefused stops the start: never run without a configured check
             log.info("fat-finger model %s loaded from %s", model.version, model_path)
-        self.gate = Gate(self.table, self.config.checks, self.modes, model)
+        icfg = impact_config(load_toml(Path(limits_path) if limits_path else CONFIG_DIR / "limits.toml").get("impact"))
+        advisor = load_advisor(icfg, ROOT) if impact else None  # advisory: None when the model is refused
+        self.gate = Gate(self.table, self.config.checks, self.modes, model, advisor)
         self.gateway = Gateway(self.gate, self.clients, self.publisher)
         self._stop = threading.Event()
         self._sub = None
@@ -229,6 +233,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=str(ROOT / "models" / "fatfinger.onnx"),
                    help="fat-finger ONNX model with its card (default models/fatfinger.onnx of the project); "
                         "'none' turns the check off")
+    p.add_argument("--no-impact", action="store_true",
+                   help="do not serve the impact model ([impact] in the limits file: model, budget_bps, algo); "
+                        "by default accepted orders' decision rows carry slippageBps and algo")
     p.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "ab"],
                    help="default enforcement mode: enforce (dynamic limits bind), shadow (static bind, "
                         "dynamic recorded), ab (a share of flow on dynamic); change per sym or strategy at "
@@ -251,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                              args.host, args.ttl, args.fallback_scale, args.clients, args.limits,
                              None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
                              args.port or None, args.rte or None,
-                             Users.load(args.users) if args.users else None).start()
+                             Users.load(args.users) if args.users else None, not args.no_impact).start()
     except (ModelRefused, ValueError, OSError) as e:  # config, model or port: say which, do not start
         log.error("gateway not started: %s", e)
         return 1

@@ -99,10 +99,14 @@ def _split(frame):
     return parts[0], parts[1] if parts.shape[1] > 1 else ""
 
 
-def shadow_report(decisions):
+def shadow_report(decisions, marks=None):
     """Orders whose binding (static) and shadow (dynamic) decisions differ: one row per order
-    with both verdicts, the rule each applied and its text. `decisions`: decision rows."""
+    with both verdicts, the rule each applied and its text. `decisions`: decision rows; `marks`:
+    people's marks (pretrade.models.labels.Mark), whose latest mark of each order's decision is
+    shown beside it (mark: right / wrong, mark_by, mark_note; empty where unmarked)."""
     import pandas as pd
+
+    from pretrade.models.labels import latest
 
     d = decisions.copy()
     d["verdict"], d["limits"] = _split(d)
@@ -115,7 +119,14 @@ def shadow_report(decisions):
             "verdict_static", "rule_static", "verdict_dynamic", "rule_dynamic", "text_dynamic", "text_static"]
     out = diff[cols].rename(columns=lambda c: c.replace("_static", "") if c in (
         "sym_static", "account_static", "side_static", "qty_static", "price_static") else c)
-    return pd.DataFrame(out).reset_index(drop=True)
+    out = pd.DataFrame(out).reset_index(drop=True)
+    if marks is not None:
+        by_order = {m.ref: m for m in latest(marks) if m.target == "decision"}
+        got = [by_order.get(str(c)) for c in out["clordid"]]
+        out["mark"] = [m.verdict if m else "" for m in got]
+        out["mark_by"] = [m.who if m else "" for m in got]
+        out["mark_note"] = [m.note if m else "" for m in got]
+    return out
 
 
 def ab_report(decisions, errors: set[str] | None = None):

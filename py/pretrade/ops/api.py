@@ -42,6 +42,7 @@ class Settings:
     users: Path = CONFIG_DIR / "api_users.toml"
     audit: Path = ROOT / "var" / "log" / "audit.jsonl"
     models: Path = ROOT / "models"
+    labels: Path = ROOT / "data" / "labels" / "marks.jsonl"  # people's marks (the risk engine's --labels-file)
     ipc_user: str = field(default_factory=lambda: os.environ.get("PRETRADE_USER", ""))
     ipc_password: str = field(default_factory=lambda: os.environ.get("PRETRADE_PASSWORD", ""))
     subscribe: bool = True
@@ -79,6 +80,18 @@ def frame_rows(table: str, data: Any) -> list[dict[str, Any]]:
     if data is None or (isinstance(data, list) and not data):
         return []
     return rows_of(table, data)
+
+
+def decision_call(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """(sym, call, limits) of an order from its decision rows: the binding (not shadow) rows give
+    "rejected:<rule>" for the first rule that rejected it, else "accepted"."""
+    binding = [r for r in rows if not str(r.get("outcome", "")).startswith("shadow-")] or rows
+    verdicts = [(str(r.get("outcome", "")).partition("/"), r) for r in binding]
+    for (verdict, _, limits), r in verdicts:
+        if verdict == "reject":
+            return str(r.get("sym", "")), f"rejected:{r.get('rule', '')}", limits
+    (_, _, limits), r = verdicts[0]
+    return str(r.get("sym", "")), "accepted", limits
 
 
 def seed_state(settings: Settings, state) -> None:
@@ -241,6 +254,28 @@ def create_app(settings: Settings):
         outcome: Literal["ok", "error", "denied"]
         detail: str
 
+    class MarkIn(BaseModel):
+        target: Literal["alert", "decision"] = Field(..., description="what is marked: an alert or an order's decision")
+        verdict: Literal["right", "wrong"] = Field(..., description="was the system's call right or wrong")
+        sym: str = Field("", max_length=32, description="alert: its instrument (required); decision: optional check")
+        time: str = Field("", max_length=40, description="alert: its riskAlert time, ISO 8601 with nanoseconds "
+                                                          "as GET /alerts gives it (required for an alert)")
+        clordid: str = Field("", max_length=64, description="decision: the order's ClOrdID (required for a decision)")
+        note: str = Field("", max_length=500, description="why (stored with the mark and audited)")
+
+    class MarkOut(BaseModel):
+        time: str = Field(..., description="when the mark was made (UTC)")
+        who: str
+        target: Literal["alert", "decision"]
+        ref: str = Field(..., description="the alert's time or the decision's ClOrdID")
+        sym: str
+        verdict: Literal["right", "wrong"]
+        call: str = Field(..., description="what the system said: an alert's tier, or accepted / rejected:<rule>")
+        model: str
+        note: str
+        features: dict[str, float] = Field(..., description="the model's inputs at that moment, when known "
+                                                             "(a mark with inputs trains the next model)")
+
     class ModelSummary(BaseModel):
         name: str
         kind: str
@@ -392,6 +427,9 @@ def create_app(settings: Settings):
     @app.get("/decisions/{clordid}", tags=["read"],
              summary="every pre-trade check outcome of an order (RDB for today, then HDB)", response_model=Rows)
     def decisions(user: Reader, clordid: str) -> Rows:
+        return decision_rows(clordid)
+
+    def decision_rows(clordid: str) -> Rows:
         if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,64}", clordid):
             raise HTTPException(422, f"clordid {clordid!r}: letters, digits, _ . : - only")
         sql = f"s)select * from decision where clordid='{clordid}' order by time"
@@ -434,7 +472,58 @@ def create_app(settings: Settings):
                   limit: int = Query(100, ge=1, le=10000)) -> list[dict]:
         return audit.query(who, action, outcome, since, limit)
 
+    @app.get("/marks", tags=["read"], response_model=list[MarkOut],
+             summary="people's marks of alerts and decisions (right or wrong), newest first",
+             description="A later mark of the same call replaces the earlier one for training; all are listed.")
+    def marks(user: Reader, target: Literal["alert", "decision"] | None = None, sym: str | None = None,
+              ref: str | None = Query(None, description="an alert's time or a decision's ClOrdID"),
+              limit: int = Query(200, ge=1, le=10000)) -> list[dict]:
+        from dataclasses import asdict
+
+        from pretrade.models.labels import read_marks
+
+        rows = [asdict(m) for m in read_marks(settings.labels)
+                if (target is None or m.target == target) and (sym is None or m.sym == sym)
+                and (ref is None or m.ref == ref)]
+        return rows[::-1][:limit]
+
     # ---- actions (risk officers) ---------------------------------------------------------------
+
+    @app.post("/marks", tags=["act"], response_model=AuditEntry,
+              summary="mark an alert or an order's decision right or wrong (a label for the next training)",
+              description="An alert (sym + its time) is marked by the risk engine, which stores the model's inputs "
+                          "behind it; a decision (clordid) is looked up in the RDB, then the HDB, and stored here.")
+    def mark(user: Officer, body: MarkIn) -> dict:
+        import numpy as np
+
+        from pretrade.models.labels import Mark, add_mark
+
+        _check_sym(body.sym)
+        if body.target == "alert":
+            if not body.sym or not body.time:
+                raise HTTPException(422, "an alert mark needs the alert's sym and time")
+            try:
+                when = np.datetime64(body.time.removesuffix("Z"), "ns")
+            except ValueError:
+                raise HTTPException(422, f"time {body.time!r}: expected ISO 8601, e.g. "
+                                         "2026-11-21T14:30:00.100000000") from None
+            if np.isnat(when):
+                raise HTTPException(422, "an alert mark needs the alert's time")
+            return act(user, "mark", body.model_dump(), lambda: ipc_call(
+                settings, "rte", ".rte.mark", body.sym, when, body.verdict, user.name, body.note.encode()))
+        if not body.clordid:
+            raise HTTPException(422, "a decision mark needs the order's clordid")
+        rows = decision_rows(body.clordid)
+        sym, call, limits = decision_call(rows)
+        if body.sym and body.sym != sym:
+            raise HTTPException(422, f"order {body.clordid} is in {sym}, not {body.sym}")
+
+        def store() -> str:
+            m = add_mark(Mark(who=user.name, target="decision", ref=body.clordid, sym=sym, verdict=body.verdict,
+                              call=call, model=f"{limits} limits" if limits else "", note=body.note), settings.labels)
+            return f"decision {body.clordid} ({sym}, {call}) marked {m.verdict} by {m.who}"
+
+        return act(user, "mark", body.model_dump(), store)
 
     def engine_action(kind: str, body: Scope, user: User) -> dict[str, Any]:
         _check_sym(body.sym)
@@ -514,6 +603,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audit", default=str(ROOT / "var" / "log" / "audit.jsonl"),
                    help="append-only audit log, JSON lines (default var/log/audit.jsonl)")
     p.add_argument("--models", default=str(ROOT / "models"), help="folder of model cards (default models)")
+    p.add_argument("--labels", default=str(ROOT / "data" / "labels" / "marks.jsonl"),
+                   help="people's marks file, shared with the risk engine's --labels-file and read by "
+                        "`pretrade train --labels` (default data/labels/marks.jsonl)")
     p.add_argument("--new-token", metavar="NAME",
                    help="add user NAME with a fresh token to --users, print the token once, and exit")
     p.add_argument("--role", choices=["trader", "risk_officer"], default="trader", help="role for --new-token")
@@ -534,7 +626,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings(tp=args.tp, rdb=args.rdb, hdb=args.hdb, rte=args.rte, gw=args.gw,
-                        users=Path(args.users), audit=Path(args.audit), models=Path(args.models))
+                        users=Path(args.users), audit=Path(args.audit), models=Path(args.models),
+                        labels=Path(args.labels))
     try:
         app = create_app(settings)
     except (FileNotFoundError, ValueError) as e:

@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 
 const st = {
   token: sessionStorage.getItem("pretrade.token") || "",
-  user: null, rows: new Map(), series: new Map(), selected: null, alerts: [],
+  user: null, rows: new Map(), series: new Map(), selected: null, alerts: [], marks: new Map(),
   heartbeatAt: 0, source: null, dirty: true,
 };
 
@@ -132,9 +132,70 @@ function drawAlerts() {
     li.dataset.kind = a.kind;
     li.innerHTML = `<span class="when">${hms(a.time)}</span><b>${a.sym || "*"}</b> ${a.kind} <span class="muted">(${a.who})</span><br>`;
     li.append(document.createTextNode(a.text));
+    if (MARKABLE.has(a.kind) && a.sym) li.append(markControl(a));
     return li;
   }));
 }
+
+// ---- people's marks of alerts (right / wrong): labels for the next training ----------------------
+
+const MARKABLE = new Set(["tier", "breaker"]);   // the model's calls; actions and notes are not marked
+const markKey = (sym, time) => `${sym}|${time}`;
+
+function markControl(a) {
+  const box = document.createElement("div");
+  box.className = "mark";
+  box.dataset.sym = a.sym;
+  box.dataset.time = a.time;
+  const m = st.marks.get(markKey(a.sym, a.time));
+  if (m) {
+    const tag = document.createElement("span");
+    tag.className = `marked marked-${m.verdict}`;
+    tag.textContent = `marked ${m.verdict} by ${m.who}`;
+    box.append(tag);
+  }
+  if (st.user && st.user.can_act) {
+    for (const verdict of ["right", "wrong"]) {
+      const b = document.createElement("button");
+      b.className = `mark-btn mark-${verdict}`;
+      b.dataset.verdict = verdict;
+      b.textContent = verdict;
+      b.title = `mark this call ${verdict} (a label for the next training)`;
+      box.append(b);
+    }
+  }
+  return box;
+}
+
+async function loadMarks() {
+  try {
+    const marks = await api("/marks?target=alert&limit=2000");
+    for (const m of marks.slice().reverse()) st.marks.set(markKey(m.sym, m.ref), m);
+    st.dirty = true;
+  } catch (e) { /* marks are shown when they can be read */ }
+}
+
+async function markAlert(sym, time, verdict) {
+  const out = $("act-result");
+  try {
+    await api("/marks", { method: "POST", body: JSON.stringify({ target: "alert", sym, time, verdict, note: $("act-note").value.trim() }) });
+    st.marks.set(markKey(sym, time), { sym, ref: time, verdict, who: st.user.name });
+    out.textContent = `done: alert on ${sym} at ${hms(time)} marked ${verdict}`;
+    out.className = "ok";
+  } catch (e) {
+    out.textContent = `mark refused: ${e.message}`;
+    out.className = "err";
+  }
+  st.dirty = true;
+  refreshAudit();
+}
+
+$("alerts").onclick = (e) => {
+  const b = e.target.closest("button.mark-btn");
+  if (!b) return;
+  const box = b.closest(".mark");
+  markAlert(box.dataset.sym, box.dataset.time, b.dataset.verdict);
+};
 
 function drawStatus() {
   const age = (Date.now() - st.heartbeatAt) / 1000;
@@ -189,6 +250,7 @@ async function signIn() {
   if (!st.selected && st.rows.size) select([...st.rows.keys()].sort()[0]);
   connect();
   refreshAudit();
+  loadMarks();
 }
 
 async function refreshAudit() {
