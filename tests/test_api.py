@@ -233,9 +233,11 @@ def test_decisions_from_rdb_then_hdb_and_history(client, stack):
     with connect(f"localhost:{stack.ports['tp']}") as tp:
         tp.publish("decision", [{"sym": "NQZ6", "orderid": "o9", "clordid": "NEW-1", "account": "a", "strategy": "algo",
                                  "side": "buy", "qty": 10, "price": 100.0, "rule": "max_qty", "limit": 50.0,
-                                 "value": 10.0, "outcome": "pass/dynamic", "latencyNs": 9000, "text": ""}])
+                                 "value": 10.0, "outcome": "pass/dynamic", "latencyNs": 9000, "text": "",
+                                 "slippageBps": 3.5, "algo": "VWAP"}])
     today = wait_for(lambda: (r := client.get("/decisions/NEW-1", headers=TRADER)).status_code == 200 and r.json())
     assert isinstance(today, list) and today[0]["clordid"] == "NEW-1" and today[0]["outcome"] == "pass/dynamic"
+    assert today[0]["slippageBps"] == 3.5 and today[0]["algo"] == "VWAP"  # the impact model's advice
     old = client.get("/decisions/OLD-1", headers=TRADER).json()
     assert old[0]["rule"] == "max_qty" and old[0]["outcome"] == "reject/dynamic"
     assert client.get("/decisions/NONE-1", headers=TRADER).status_code == 404
