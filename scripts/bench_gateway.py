@@ -90,6 +90,32 @@ def bench_checks(n: int, model_path: str | None) -> list[int]:
     return out[n // 10:]  # drop warm-up
 
 
+def bench_advice(n: int) -> tuple[list[int], list[int]]:
+    """Wall time per accepted order of Gate.check then Gate.advise, without and with the impact
+    advisor (features + ONNX + algo), same orders, same run. The gateway advises after it has
+    forwarded the order, so this is CPU on the session thread, not latency to the venue."""
+    from pretrade.gateway.advice import ImpactConfig, load_advisor
+
+    advisor = load_advisor(ImpactConfig(), ROOT)
+    if advisor is None:
+        raise SystemExit("the impact model is refused: see the log")
+    cfg, out = load_config(), []
+    for adv in (None, advisor):
+        table = fed_table({"ACME": 100.0})
+        row = {"sym": "ACME"}
+        for i in range(1, 11):
+            row.update({f"bid{i}": 99.99 - 0.01 * i, f"ask{i}": 100.01 + 0.01 * i, f"bsize{i}": 2000, f"asize{i}": 2000})
+        table.books["ACME"], table.rv_volume["ACME"] = row, (0.0004, 50_000.0)
+        gate, t0, ns = Gate(table, cfg.checks, advisor=adv), 1_700_000_000_000_000_000, []
+        for i in range(n):
+            o = Order("ACME", "buy" if i % 2 else "sell", 100 * (1 + i % 4), 99.9, "algo", f"A{i % 1000}")
+            t = time.perf_counter_ns()
+            gate.advise(o, gate.check(o, "bench", t0 + i * 10_000_000))
+            ns.append(time.perf_counter_ns() - t)
+        out.append(ns[n // 10:])
+    return out[0], out[1]
+
+
 def bench_lookup(n: int) -> float:
     table = fed_table({f"S{i}": 100.0 for i in range(500)})
     keys = [f"S{i}" for i in range(500)]
@@ -246,6 +272,11 @@ def bench_fix(trips: int, model_path: str | None) -> dict:
     svc.table.apply_limits([limit("ACME", 1), limit("RESTRICTED1", 2)])
     for s in ("ACME", "RESTRICTED1"):
         svc.table.bids[s], svc.table.asks[s] = round(mid - 0.01, 2), round(mid + 0.01, 2)
+    bp, bs, ap, az = next(x.book for x in venue.sim.sims if x.ins.sym == "ACME").snapshot(10)  # impact advice on the full path
+    svc.table.books["ACME"] = {**{f"bid{i + 1}": p * venue.insts["ACME"].tick for i, p in enumerate(bp)},
+                               **{f"ask{i + 1}": p * venue.insts["ACME"].tick for i, p in enumerate(ap)},
+                               **{f"bsize{i + 1}": q for i, q in enumerate(bs)}, **{f"asize{i + 1}": q for i, q in enumerate(az)}}
+    svc.table.rv_volume["ACME"] = (0.0004, 50_000.0)
     svc.gateway.exchange_up.wait(15)
     gc.collect()
     gc.freeze()
@@ -299,6 +330,10 @@ def main() -> int:
     if model:
         print("check latency, in process, all checks, with the fat-finger model (onnxruntime):")
         print("  " + pct(bench_checks(args.model_checks, model)))
+    plain, advised = bench_advice(args.model_checks)
+    print("Gate.check + Gate.advise wall time per accepted order, no fat-finger model, without / with impact advice:")
+    print(f"  without {pct(plain)}\n  with    {pct(advised)}\n  added: p50 "
+          f"{(np.percentile(advised, 50) - np.percentile(plain, 50)) / 1000:.2f} us")
     print(f"limit lookup (LimitsTable.lookup, 500 instruments): {bench_lookup(1_000_000):.0f} ns per lookup")
     res = bench_fix(args.trips, model)
     print("FIX round trip NewOrderSingle -> ExecutionReport, loopback, one in flight:")

@@ -74,12 +74,18 @@ def test_missing_inputs_give_no_advice_or_the_documented_default(model, table):
 def test_gate_advises_accepted_orders_only(model, table):
     cfg = load_config()
     gate = Gate(table, cfg.checks, advisor=Advisor(model, ImpactConfig()))
-    ok = gate.check(Order("ACME", "buy", 500, math.nan, account="a"), "S1")
-    assert ok.decision.ok and math.isfinite(ok.slippage_bps) and ok.algo
-    rejected = gate.check(Order("ACME", "buy", 10_000_000, math.nan, account="a"), "S1")
+    o = Order("ACME", "buy", 500, math.nan, account="a")
+    ok = gate.check(o, "S1")
+    assert ok.decision.ok and math.isnan(ok.slippage_bps)  # the check itself carries no advice
+    assert gate.advise(o, ok) is ok and math.isfinite(ok.slippage_bps) and ok.algo
+    big = Order("ACME", "buy", 10_000_000, math.nan, account="a")
+    rejected = gate.advise(big, gate.check(big, "S1"))
     assert not rejected.decision.ok and math.isnan(rejected.slippage_bps) and rejected.algo == ""
-    plain = Gate(table, cfg.checks).check(Order("ACME", "sell", 500, math.nan, account="b"), "S2")
-    assert plain.decision.ok and math.isnan(plain.slippage_bps) and plain.algo == ""
+    cancel = Order("ACME", "buy", 500, math.nan, account="a", kind="cancel")
+    assert gate.advise(cancel, gate.check(cancel, "S1")).algo == ""
+    plain = Gate(table, cfg.checks)
+    p = plain.advise(o, plain.check(Order("ACME", "sell", 500, math.nan, account="b"), "S2"))
+    assert p.decision.ok and math.isnan(p.slippage_bps) and p.algo == ""
 
 
 def test_refused_or_missing_model_is_logged_and_the_gateway_runs_without(tmp_path, caplog):

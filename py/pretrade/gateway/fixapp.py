@@ -176,8 +176,8 @@ class Gateway:
             d = v.decision
         if d.ok and not self.exchange_up.is_set():
             d = Decision(False, "EXCHANGE_UNAVAILABLE", "EXCHANGE_UNAVAILABLE: the exchange session is not logged on")
-        self._decision(o, cl, d, v)
         if not d.ok:
+            self._decision(o, cl, d, v)
             self._to_client(client, m.EXEC_REPORT, {
                 m.ORDER_ID: "NONE", m.CL_ORD_ID: cl, m.EXEC_ID: self._gid("R"), m.EXEC_TYPE: "8",
                 m.ORD_STATUS: "8", m.SYMBOL: o.sym, m.SIDE: f.get(m.SIDE), m.ORDER_QTY: f.get(m.ORDER_QTY),
@@ -195,6 +195,7 @@ class Gateway:
         if v is not None and v.state:
             out[m.RISK_STATE] = v.state
         self._to_exchange(m.NEW_ORDER, out)
+        self._decision(o, cl, d, self.gate.advise(o, v))  # after the forward: advice is off the order's path
         self._event("order", o, cl, "new", v.state or "")
 
     def cancel(self, f: dict[int, str], client: str) -> None:
@@ -212,14 +213,15 @@ class Gateway:
         o = self._order(f, client, "replace")
         v = self.gate.check(o, client)
         d = v.decision
-        self._decision(o, cl, d, v)
         if not d.ok:
+            self._decision(o, cl, d, v)
             self._to_client(client, m.CANCEL_REJECT, {
                 m.ORDER_ID: "NONE", m.CL_ORD_ID: cl, m.ORIG_CL_ORD_ID: orig, m.ORD_STATUS: "8",
                 m.CXL_REJ_RESPONSE_TO: "2", m.CXL_REJ_REASON: 99, m.TEXT: d.text})
             self._event("order", o, cl, "reject", d.text)
             return
         self._forward_amend(m.REPLACE, f, client, cl, orig, o, v.state)
+        self._decision(o, cl, d, self.gate.advise(o, v))
 
     def _forward_amend(self, t: str, f: dict[int, str], client: str, cl: str, orig: str, o: Order,
                        state: str | None = None) -> None:

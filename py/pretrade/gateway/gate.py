@@ -86,10 +86,14 @@ class Gate:
 
     def check(self, o: Order, session: str, now_ns: int | None = None) -> Verdict:
         """The decision on `o` from `session`; a passing new order or replace is counted in the
-        rate windows and remembered for the duplicate check; an accepted new order or replace
-        gets the advisor's slippage and algo (outside the lock: advice never delays a check). Thread-safe."""
+        rate windows and remembered for the duplicate check. Thread-safe."""
         with self.lock:
-            v = self._check(o, session, now_ns)
+            return self._check(o, session, now_ns)
+
+    def advise(self, o: Order, v: Verdict) -> Verdict:
+        """Fill an accepted new order's or replace's predicted slippage and algo into `v` (no-op
+        without an advisor, or for rejects and cancels). Called after the order is on its way to
+        the venue: advice is never on the order's path. Thread-safe (reads the table only)."""
         if self.advisor is not None and v.decision.ok and o.kind != "cancel":
             v.slippage_bps, v.algo = self.advisor.advise(o, self.table)
         return v
