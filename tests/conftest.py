@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +22,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_pretrade(args: list[str], log: Path, port: int | None = None,
+                   timeout: float = 60.0) -> subprocess.Popen:
+    """A `pretrade` subprocess logging to `log`; with a port, wait until it listens (or fail
+    with the tail of its log)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "py"), PYKX_UNLICENSED="true",
+               PYKX_SUPPRESS_WARNINGS="true")
+    with open(log, "ab") as err:
+        p = subprocess.Popen([sys.executable, "-m", "pretrade.cli", *args], stdout=subprocess.DEVNULL,
+                             stderr=err, env=env, cwd=ROOT)
+    if port is None:
+        return p
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p
+        except OSError:
+            if p.poll() is not None:
+                break
+            time.sleep(0.1)
+    p.kill()
+    raise RuntimeError(f"{args[0]} did not start:\n{Path(log).read_text()[-3000:]}")
+
+
+def stop_process(p: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within `timeout`."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def licensed_q() -> str | None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from conftest import start_pretrade as start
+from conftest import stop_process as stop
 
 ROOT = Path(__file__).resolve().parents[1]
 TRADER = {"Authorization": "Bearer demo-trader-token"}
@@ -25,35 +25,8 @@ OFFICER = {"Authorization": "Bearer demo-risk-token"}
 SYMS = ["ESZ6", "NQZ6"]
 
 
-def start(args: list[str], log: Path, port: int | None = None) -> subprocess.Popen:
-    """A `pretrade` subprocess; with a port, wait until it listens."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "py"), PYKX_UNLICENSED="true", PYKX_SUPPRESS_WARNINGS="true")
-    with open(log, "ab") as err:
-        p = subprocess.Popen([sys.executable, "-m", "pretrade.cli", *args], stdout=subprocess.DEVNULL,
-                             stderr=err, env=env, cwd=ROOT)
-    if port is None:
-        return p
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p
-        except OSError:
-            if p.poll() is not None:
-                break
-            time.sleep(0.1)
-    p.kill()
-    raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
 
 
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def old_decision_partition(hdb: Path) -> None:

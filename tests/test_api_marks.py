@@ -11,7 +11,8 @@ import time
 import pandas as pd
 import pytest
 
-from test_api import OFFICER, SYMS, TRADER, FakeGatewayControl, Stack, start, wait_for
+from conftest import start_pretrade as start
+from test_api import OFFICER, SYMS, TRADER, FakeGatewayControl, Stack, wait_for
 
 FLASH = ["--scenario", "flash-crash", "--seed", "3", "--syms", *SYMS, "--duration", "420",
          "-p", "at=330", "-p", "sym=ESZ6"]

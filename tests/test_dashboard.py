@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from conftest import free_port
-from test_api import OFFICER, ROOT, Stack, start, stop
+from conftest import start_pretrade as start
+from conftest import stop_process as stop
+from test_api import OFFICER, ROOT, Stack
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SYMS = ["ESZ6", "NQZ6"]

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import free_port
+from conftest import start_pretrade as start
+from conftest import stop_process as stop
 from test_gateway_e2e import PASSWORD, Engine, start_tp, wait_for
-from test_rte_e2e import start, stop
 
 pytest.importorskip("quickfix", reason="QuickFIX is not installed: pip install -e '.[fix]'")
 

@@ -10,14 +10,13 @@ import os
 import queue
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, start_pretrade
 
 fix = pytest.importorskip("quickfix", reason="QuickFIX is not installed: pip install -e '.[fix]'")
 
@@ -38,23 +37,10 @@ PASSWORD = "test-secret"
 TTL = 1.0
 
 
+
+
 def start_tp(tmp: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "py"), PYKX_UNLICENSED="true")
-    with open(tmp / "tp.log", "ab") as err:
-        p = subprocess.Popen([sys.executable, "-m", "pretrade.cli", "tp", "--port", str(port),
-                              "--journal", str(tmp / "journal")], stdout=subprocess.DEVNULL, stderr=err,
-                             env=env, cwd=ROOT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p
-        except OSError:
-            if p.poll() is not None:
-                break
-            time.sleep(0.1)
-    p.kill()
-    raise RuntimeError("tickerplant did not start:\n" + (tmp / "tp.log").read_text()[-2000:])
+    return start_pretrade(["tp", "--port", str(port), "--journal", str(tmp / "journal")], tmp / "tp.log", port)
 
 
 class Engine:

@@ -4,11 +4,7 @@ bottom; a restarted engine resumes seq without a gap; two replay speeds give the
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import free_port
+from conftest import start_pretrade as start
+from conftest import stop_process as stop
 from pretrade.client import connect
 
 pytestmark = pytest.mark.slow
@@ -27,34 +25,8 @@ SIM = ["--scenario", "flash-crash", "--seed", "3", "--syms", *SYMS, "--duration"
 STATIC_MAX_QTY = 10000  # config/limits.toml [default] max_qty
 
 
-def start(args: list[str], log: Path, port: int | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "py"), PYKX_UNLICENSED="true")
-    with open(log, "ab") as err:
-        p = subprocess.Popen([sys.executable, "-m", "pretrade.cli", *args], stdout=subprocess.DEVNULL,
-                             stderr=err, env=env, cwd=ROOT)
-    if port is not None:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return p
-            except OSError:
-                if p.poll() is not None:
-                    break
-                time.sleep(0.1)
-        p.kill()
-        raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
-    return p
 
 
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 class Stack:

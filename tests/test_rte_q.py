@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_q_hosted_engine_publishes_limits(tmp_path):
-    from test_rte_e2e import start, stop
+    from conftest import start_pretrade as start
+    from conftest import stop_process as stop
 
     tp_port, q_port = free_port(), free_port()
     tp = start(["tp", "--port", str(tp_port), "--journal", str(tmp_path / "j")], tmp_path / "tp.log", tp_port)
