@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import sys
 import tempfile
@@ -153,38 +154,18 @@ class Timer:
 
 
 def initiator(workdir: Path, port: int, sender: str, target: str, password: str | None):
-    import quickfix as fix
-
-    from pretrade.gateway.sessions import FixEngine, settings
+    from pretrade.gateway.sessions import FixEngine, application, settings
 
     timer = Timer()
     logged = threading.Event()
     sid_box = []
 
-    class App(fix.Application):
-        def onCreate(s, sid):  # noqa: N802, N805
-            sid_box.append(sid)
+    def to_admin(msg, sid):
+        if password and m.msg_type(msg) == m.LOGON:
+            msg.setField(m.PASSWORD, password)
 
-        def onLogon(s, sid):  # noqa: N802, N805
-            logged.set()
-
-        def onLogout(s, sid):  # noqa: N802, N805
-            pass
-
-        def toAdmin(s, msg, sid):  # noqa: N802, N805
-            if password and m.msg_type(msg) == m.LOGON:
-                msg.setField(m.PASSWORD, password)
-
-        def fromAdmin(s, msg, sid):  # noqa: N802, N805
-            pass
-
-        def toApp(s, msg, sid):  # noqa: N802, N805
-            pass
-
-        def fromApp(s, msg, sid):  # noqa: N802, N805
-            timer.on(msg)
-
-    app = App()
+    app = application(on_create=sid_box.append, on_logon=lambda sid: logged.set(), to_admin=to_admin,
+                      from_app=lambda msg, sid: timer.on(msg))
     s = settings("initiator", workdir, [], sender=sender, target=target, host="127.0.0.1", port=port)
     ini = FixEngine("initiator", app, s).start()
     if not logged.wait(15):
@@ -196,38 +177,18 @@ def bare_acceptor(workdir: Path, port: int):
     """A QuickFIX acceptor that answers every NewOrderSingle with an ExecutionReport New."""
     import quickfix as fix
 
-    from pretrade.gateway.sessions import FixEngine, settings
+    from pretrade.gateway.sessions import FixEngine, application, settings
 
-    class Bare(fix.Application):
-        n = 0
+    sent = itertools.count(1)
 
-        def onCreate(s, sid):  # noqa: N802, N805
-            pass
+    def answer(msg, sid):
+        f, n = m.parse_fields(msg), next(sent)
+        fix.Session.sendToTarget(m.build(m.EXEC_REPORT, {
+            m.ORDER_ID: f"B{n}", m.CL_ORD_ID: f[m.CL_ORD_ID], m.EXEC_ID: f"BX{n}", m.EXEC_TYPE: "0",
+            m.ORD_STATUS: "0", m.SYMBOL: f[m.SYMBOL], m.SIDE: f[m.SIDE], m.ORDER_QTY: f[m.ORDER_QTY],
+            m.LEAVES_QTY: f[m.ORDER_QTY], m.CUM_QTY: 0, m.AVG_PX: 0, m.TRANSACT_TIME: m.utc_now()}), sid)
 
-        def onLogon(s, sid):  # noqa: N802, N805
-            pass
-
-        def onLogout(s, sid):  # noqa: N802, N805
-            pass
-
-        def toAdmin(s, msg, sid):  # noqa: N802, N805
-            pass
-
-        def fromAdmin(s, msg, sid):  # noqa: N802, N805
-            pass
-
-        def toApp(s, msg, sid):  # noqa: N802, N805
-            pass
-
-        def fromApp(s, msg, sid):  # noqa: N802, N805
-            f = m.parse_fields(msg)
-            s.n += 1
-            fix.Session.sendToTarget(m.build(m.EXEC_REPORT, {
-                m.ORDER_ID: f"B{s.n}", m.CL_ORD_ID: f[m.CL_ORD_ID], m.EXEC_ID: f"BX{s.n}", m.EXEC_TYPE: "0",
-                m.ORD_STATUS: "0", m.SYMBOL: f[m.SYMBOL], m.SIDE: f[m.SIDE], m.ORDER_QTY: f[m.ORDER_QTY],
-                m.LEAVES_QTY: f[m.ORDER_QTY], m.CUM_QTY: 0, m.AVG_PX: 0, m.TRANSACT_TIME: m.utc_now()}), sid)
-
-    app = Bare()
+    app = application(from_app=answer)
     s = settings("exchange", workdir, ["CLIENT1"], sender="BARE", host="127.0.0.1", port=port)
     acc = FixEngine("acceptor", app, s).start()
     return acc, app

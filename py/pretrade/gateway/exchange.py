@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pretrade.gateway import messages as m
-from pretrade.gateway.sessions import EXCHANGE_ID, EXCHANGE_PORT, GATEWAY_ID
+from pretrade.gateway.sessions import EXCHANGE_ID, EXCHANGE_PORT, GATEWAY_ID, application
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,32 +246,11 @@ class ExchangeApp:
     """The QuickFIX Application of the venue: decodes orders, calls the Venue, sends reports."""
 
     def __init__(self, venue: Venue) -> None:
-        import quickfix as fix
-
-        class _App(fix.Application):
-            def onCreate(s, sid):  # noqa: N802, N805 (QuickFIX's names)
-                log.info("session %s created", sid)
-
-            def onLogon(s, sid):  # noqa: N802, N805
-                log.info("session %s logged on", sid)
-
-            def onLogout(s, sid):  # noqa: N802, N805
-                log.info("session %s logged out", sid)
-
-            def toAdmin(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromAdmin(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def toApp(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromApp(s, msg, sid):  # noqa: N802, N805
-                self.on_message(msg, sid)
-
         self.venue = venue
-        self.app = _App()
+        self.app = application(on_create=lambda sid: log.info("session %s created", sid),
+                               on_logon=lambda sid: log.info("session %s logged on", sid),
+                               on_logout=lambda sid: log.info("session %s logged out", sid),
+                               from_app=lambda msg, sid: self.on_message(msg, sid))
 
     def on_message(self, msg, sid) -> None:
         """Handle one application message from a member; unsupported types get a

@@ -28,6 +28,7 @@ from pretrade.gateway.sessions import (
     EXCHANGE_ID,
     GATEWAY_ID,
     FixClient,
+    application,
 )
 from pretrade.risk.checks import Decision, Order
 
@@ -68,65 +69,31 @@ class Gateway:
 
     # ---- QuickFIX applications ----------------------------------------------------------------
     def _client_app(self):
-        import quickfix as fix
-
         gw = self
 
-        class ClientSide(fix.Application):
-            def onCreate(s, sid):  # noqa: N802, N805 (QuickFIX's names)
-                pass
+        def from_admin(msg, sid):
+            if m.msg_type(msg) == m.LOGON:
+                gw.logon(sid.getTargetCompID().getValue(), m.get(msg, m.PASSWORD))
 
-            def onLogon(s, sid):  # noqa: N802, N805
-                log.info("client %s logged on", sid.getTargetCompID().getValue())
-
-            def onLogout(s, sid):  # noqa: N802, N805
-                log.info("client %s logged out", sid.getTargetCompID().getValue())
-
-            def toAdmin(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromAdmin(s, msg, sid):  # noqa: N802, N805
-                if m.msg_type(msg) == m.LOGON:
-                    gw.logon(sid.getTargetCompID().getValue(), m.get(msg, m.PASSWORD))
-
-            def toApp(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromApp(s, msg, sid):  # noqa: N802, N805
-                gw.from_client(msg, sid.getTargetCompID().getValue())
-
-        return ClientSide()
+        return application(
+            on_logon=lambda sid: log.info("client %s logged on", sid.getTargetCompID().getValue()),
+            on_logout=lambda sid: log.info("client %s logged out", sid.getTargetCompID().getValue()),
+            from_admin=from_admin,
+            from_app=lambda msg, sid: gw.from_client(msg, sid.getTargetCompID().getValue()))
 
     def _exchange_app(self):
-        import quickfix as fix
-
         gw = self
 
-        class ExchangeSide(fix.Application):
-            def onCreate(s, sid):  # noqa: N802, N805
-                pass
+        def on_logon(sid):
+            log.info("exchange session %s logged on", sid)
+            gw.exchange_up.set()
 
-            def onLogon(s, sid):  # noqa: N802, N805
-                log.info("exchange session %s logged on", sid)
-                gw.exchange_up.set()
+        def on_logout(sid):
+            log.warning("exchange session %s logged out: new orders are rejected until it is back", sid)
+            gw.exchange_up.clear()
 
-            def onLogout(s, sid):  # noqa: N802, N805
-                log.warning("exchange session %s logged out: new orders are rejected until it is back", sid)
-                gw.exchange_up.clear()
-
-            def toAdmin(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromAdmin(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def toApp(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromApp(s, msg, sid):  # noqa: N802, N805
-                gw.from_exchange(msg)
-
-        return ExchangeSide()
+        return application(on_logon=on_logon, on_logout=on_logout,
+                           from_app=lambda msg, sid: gw.from_exchange(msg))
 
     # ---- logon --------------------------------------------------------------------------------
     def logon(self, comp_id: str, password: str | None) -> None:

@@ -17,9 +17,7 @@ class FixInitiator:
 
     def __init__(self, workdir: Path, port: int, sender: str, target: str, password: str | None = None,
                  host: str = "127.0.0.1") -> None:
-        import quickfix as fix
-
-        from pretrade.gateway.sessions import FixEngine, settings
+        from pretrade.gateway.sessions import FixEngine, application, settings
 
         self.received: queue.Queue = queue.Queue()
         self.admin: queue.Queue = queue.Queue()
@@ -28,32 +26,24 @@ class FixInitiator:
         self.sid = None
         outer = self
 
-        class _App(fix.Application):
-            def onCreate(s, sid):  # noqa: N802, N805 (QuickFIX's names)
-                outer.sid = sid
+        def on_create(sid):
+            outer.sid = sid
 
-            def onLogon(s, sid):  # noqa: N802, N805
-                outer.logged_out.clear()
-                outer.logged_on.set()
+        def on_logon(sid):
+            outer.logged_out.clear()
+            outer.logged_on.set()
 
-            def onLogout(s, sid):  # noqa: N802, N805
-                outer.logged_on.clear()
-                outer.logged_out.set()
+        def on_logout(sid):
+            outer.logged_on.clear()
+            outer.logged_out.set()
 
-            def toAdmin(s, msg, sid):  # noqa: N802, N805
-                if password is not None and m.msg_type(msg) == m.LOGON:
-                    msg.setField(m.PASSWORD, password)
+        def to_admin(msg, sid):
+            if password is not None and m.msg_type(msg) == m.LOGON:
+                msg.setField(m.PASSWORD, password)
 
-            def fromAdmin(s, msg, sid):  # noqa: N802, N805
-                outer.admin.put(msg.toString())
-
-            def toApp(s, msg, sid):  # noqa: N802, N805
-                pass
-
-            def fromApp(s, msg, sid):  # noqa: N802, N805
-                outer.received.put(m.parse_fields(msg))
-
-        self.app = _App()
+        self.app = application(on_create, on_logon, on_logout, to_admin,
+                               from_admin=lambda msg, sid: outer.admin.put(msg.toString()),
+                               from_app=lambda msg, sid: outer.received.put(m.parse_fields(msg)))
         s = settings("initiator", Path(workdir), [], sender=sender, target=target, host=host, port=port)
         self.initiator = FixEngine("initiator", self.app, s).start()
 

@@ -103,6 +103,46 @@ def load_clients(path: str | Path | None = None, env: dict[str, str] | None = No
     return out
 
 
+def _nothing(*_: object) -> None:
+    return None
+
+
+def application(on_create=None, on_logon=None, on_logout=None, to_admin=None, from_admin=None,
+                from_app=None):
+    """A QuickFIX Application whose callbacks are these functions, each taking QuickFIX's own
+    arguments ((sid), or (msg, sid)); a missing one does nothing. One adapter for every FIX party
+    here, so each names only what it does. An exception raised (e.g. quickfix.RejectLogon)
+    reaches QuickFIX as it would from the method."""
+    import quickfix as fix
+
+    create, logon, logout = on_create or _nothing, on_logon or _nothing, on_logout or _nothing
+    to_adm, from_adm, from_ap = to_admin or _nothing, from_admin or _nothing, from_app or _nothing
+
+    class _App(fix.Application):
+        def onCreate(s, sid):  # noqa: N802, N805 (QuickFIX's names)
+            create(sid)
+
+        def onLogon(s, sid):  # noqa: N802, N805
+            logon(sid)
+
+        def onLogout(s, sid):  # noqa: N802, N805
+            logout(sid)
+
+        def toAdmin(s, msg, sid):  # noqa: N802, N805
+            to_adm(msg, sid)
+
+        def fromAdmin(s, msg, sid):  # noqa: N802, N805
+            from_adm(msg, sid)
+
+        def toApp(s, msg, sid):  # noqa: N802, N805
+            pass
+
+        def fromApp(s, msg, sid):  # noqa: N802, N805
+            from_ap(msg, sid)
+
+    return _App()
+
+
 class FixEngine:
     """A QuickFIX acceptor or initiator, started and stopped safely.
 
