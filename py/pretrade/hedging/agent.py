@@ -27,7 +27,7 @@ import numpy as np
 
 from pretrade.hedging.baselines import bs_delta, path_vol
 from pretrade.hedging.env import Contract, Costs, Paths, hedged_pnl
-from pretrade.models.card import ModelRefused, read_card
+from pretrade.models.card import ModelRefused, onnx_session, read_card
 
 log = logging.getLogger(__name__)
 
@@ -188,18 +188,11 @@ class HedgingAgent:
     """The served agent: the ONNX policy step, checked against its card."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         card = read_card(self.path, KIND, required=("state",))
         if list(card["state"]) != list(STATE):
             raise ModelRefused(f"model {self.path} takes state {card['state']}, this code builds {list(STATE)}")
-        try:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelRefused(f"model {self.path} does not load: {e}") from None
+        self.session = onnx_session(self.path)
         self.card, self.version = card, str(card["version"])
 
     def step(self, state: np.ndarray, hedge: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrade.features.spec import FEATURES, FeatureConfig
-from pretrade.models.card import ModelRefused, read_card
+from pretrade.models.card import ModelRefused, onnx_session, read_card
 
 KIND = "vae-anomaly"
 TIERS = ("Normal", "Elevated", "High Alert", "Critical")
@@ -142,8 +142,6 @@ class AnomalyScorer:
     def __init__(
         self, path: str | Path, threads: int = 1, feature_config: FeatureConfig | None = None
     ) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         card = read_card(self.path, KIND, required=("features", "calibration"))
         self.card = card
@@ -173,15 +171,7 @@ class AnomalyScorer:
                 f"model card of {self.path} leaves {self.calibration.trim} of "
                 f"{len(self.features)} feature errors out of its total"
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelRefused(f"model {self.path} failed to load: {e}") from None
+        self.session = onnx_session(self.path, threads)
         inp = self.session.get_inputs()[0]
         if inp.shape[-1] != len(self.features):
             raise ModelRefused(

@@ -64,3 +64,17 @@ def read_card(artifact: str | Path, kind: str, required: tuple[str, ...] = ()) -
             f"!= {card['sha256'][:12]}... (artifact changed after training?)"
         )
     return card
+
+
+def onnx_session(path: str | Path, threads: int = 1):
+    """An onnxruntime session on the CPU for the model at `path`, or ModelRefused saying why it
+    failed to load (onnxruntime raises its own exception types). One place for every model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise ModelRefused(f"model {path} failed to load: {e}") from None

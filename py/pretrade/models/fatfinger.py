@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pretrade.models.card import ModelRefused, read_card, write_card
+from pretrade.models.card import ModelRefused, onnx_session, read_card, write_card
 from pretrade.models.order_features import (
     FEATURES,
     N_FEATURES,
@@ -247,8 +247,6 @@ class FatFingerModel:
     """The served fat-finger model: onnxruntime plus the card's calibration and block threshold."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         card = read_card(self.path, KIND, required=("features", "calibration", "threshold", "margin_threshold"))
         if list(card["features"]) != list(FEATURES):
@@ -260,13 +258,7 @@ class FatFingerModel:
             self.margin_threshold = float(card["margin_threshold"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelRefused(f"model card of {self.path} has a bad calibration or threshold: {e}") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelRefused(f"model {self.path} failed to load: {e}") from None
+        self.session = onnx_session(self.path)
         inp = self.session.get_inputs()[0]
         if inp.shape[-1] != N_FEATURES:
             raise ModelRefused(f"model {self.path} takes {inp.shape[-1]} features, its card lists {N_FEATURES}")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pretrade.models.card import ModelRefused, read_card, write_card
+from pretrade.models.card import ModelRefused, onnx_session, read_card, write_card
 from pretrade.schema import BOOK_LEVELS
 
 log = logging.getLogger(__name__)
@@ -319,19 +319,12 @@ class ImpactModel:
     """The served impact model: the ONNX network, checked against its card."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         card = read_card(self.path, KIND, required=("features", "sqrt_law"))
         if list(card["features"]) != list(IMPACT_FEATURES):
             raise ModelRefused(f"model {self.path} was trained on features {card['features']}, "
                                f"this code computes {list(IMPACT_FEATURES)}")
-        try:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelRefused(f"model {self.path} does not load: {e}") from None
+        self.session = onnx_session(self.path)
         self.card, self.version = card, str(card["version"])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
