@@ -315,6 +315,11 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_others_are_not_slowed(st
     pub = Aio(tp.port)
     for i in range(n):
         pub.send(trade_cols(["ES"] * rows, [i] * rows))
+        # a subscriber that reads stays within the bound: the publisher never runs more than
+        # ~40 messages (~0.5 MB) ahead of it, while the one that stopped reading falls ever behind
+        deadline = time.time() + 10
+        while len(received) < i - 40 and time.time() < deadline:
+            time.sleep(0.001)
     assert pub.sync(cv(".u.i")).aJ() == n
     reader.join(30)
     assert len(received) == n
