@@ -976,7 +976,7 @@ def encode_row(values: Any, qtypes: str) -> bytes:
     )
 
 
-_EMPTY_DTYPES = {
+_QTYPE_DTYPES = {  # q type character -> numpy dtype of its vector
     "b": "bool",
     "x": "uint8",
     "h": "int16",
@@ -995,7 +995,7 @@ def _to_qtype(col: Any, qtype: str) -> np.ndarray:
     """A numpy array holding `col` with the numpy dtype of q type character `qtype`."""
     arr = col.to_numpy() if hasattr(col, "to_numpy") else np.asarray(col)
     if arr.size == 0:
-        return np.array([], dtype=_EMPTY_DTYPES.get(qtype, "float64"))
+        return np.array([], dtype=_QTYPE_DTYPES.get(qtype, "float64"))
     if qtype == "p":
         if arr.dtype.kind != "M":
             if arr.dtype.kind == "O" or arr.dtype.kind == "U":
@@ -1015,15 +1015,7 @@ def _to_qtype(col: Any, qtype: str) -> np.ndarray:
         return arr.astype("datetime64[M]") if arr.dtype.kind in "MOU" else _fail(arr, qtype)
     if qtype == "n":
         return arr.astype("timedelta64[ns]") if arr.dtype.kind in "mO" else _fail(arr, qtype)
-    dtype = {
-        "b": "bool",
-        "x": "uint8",
-        "h": "int16",
-        "i": "int32",
-        "j": "int64",
-        "e": "float32",
-        "f": "float64",
-    }.get(qtype)
+    dtype = _QTYPE_DTYPES.get(qtype)  # p, d, m and n were handled above
     if dtype is None:
         raise QEncodeError(f"q type {qtype!r} has no numpy dtype")
     if arr.dtype.kind in "biuf":
