@@ -391,7 +391,7 @@ def test_a_late_api_reads_back_the_current_state(stack, client):
 
     app = create_app(stack.settings())
     with TestClient(app) as late:
-        snap = wait_for(lambda: (s := late.get("/snapshot", headers=TRADER).json())["limits"] and s)
+        snap = wait_for(lambda: (s := late.get("/snapshot", headers=TRADER).json())["feed"]["seeded"] and s)
         assert {r["sym"] for r in snap["limits"] if r["strategy"] == ""} == set(SYMS)   # from the engine
         assert any(a["kind"] == "kill" and a["who"] == "risk1" for a in snap["alerts"])  # from the RDB
         assert "limits" not in snap["feed"]["age_s"]          # read back, not a live update

@@ -74,6 +74,7 @@ class LiveState:
         self.heartbeat: dict | None = None
         self.updated: dict[str, float] = {}       # table -> wall time of its last update
         self.connected = False
+        self.seeded = False  # the start-up read-back (limits, scores, alerts) has finished
         self.error = ""
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
 
@@ -142,7 +143,7 @@ class LiveState:
     def feed_status(self) -> dict[str, Any]:
         """Is the subscription up, and how old is each table's last update (seconds)."""
         now = time.time()
-        return {"connected": self.connected, "error": self.error,
+        return {"connected": self.connected, "seeded": self.seeded, "error": self.error,
                 "age_s": {t: round(now - w, 3) for t, w in self.updated.items()}}
 
 
@@ -194,6 +195,7 @@ class Feed:
                     self.seed(self.state)
                 except Exception as e:  # noqa: BLE001 - a missing backend leaves the state to the live feed
                     log.warning("could not read back the current state: %s", e)
+            self.state.seeded = True
             try:
                 while not self.stop.is_set():
                     try:
