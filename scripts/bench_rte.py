@@ -5,17 +5,28 @@
 
 Each instrument gets a quote (and every fifth a trade) every 100 ms of event time, fed as the
 tickerplant delivers it (one update per table per step, a dict of columns). Every instrument is
-ready (short warm-up) so every one is scored: the worst case. A cycle is timed in its parts:
-features (FeatureEngine.snapshot), scoring (the VAE through onnxruntime, models/vae.onnx),
-policy (tiers, limits, alerts) and publish (the rows encoded as the .u.upd messages the engine
-sends). Tick-to-limit: from the arrival of the update that completes a grid step (lateness 0) to
-the encoded limit rows, i.e. the whole ingest -> cycle -> encode path, p50 and p99. Also the
+ready (short warm-up) so every one is scored: the worst case. The cycle is the engine's own
+`RiskEngine.cycle` (features, scoring, policy, every output table's rows) plus the encoding of
+those rows as the .u.upd messages the engine sends, timed inside the real ingest path. Its parts
+are re-timed one by one on the warmed engine: features (FeatureEngine.snapshot), scoring (the
+VAE through onnxruntime, models/vae.onnx), policy (tiers, limits, alerts) and publish (features,
+limits and alerts encoded). Tick-to-limit: from the arrival of the update that completes a grid
+step (lateness 0) to the encoded rows, i.e. the whole ingest -> cycle -> encode path, p50 and
+p99. The cycle's CPU time (time.thread_time; onnxruntime runs on the calling thread) is printed
+too: on a shared machine it shows the work done apart from waiting for a core. After the warm-up
+Before the warm-up the heap is frozen as the engine process does after its restore
+(`--no-freeze`: not); the garbage collector's pauses are printed per generation, for the timed
+cycles and for the warm-up (a burst: every instrument turns ready and alerts at once). Also the
 pre-trade checks (no model) and the limit lookup, per call.
+
+To compare two versions of the engine in one sitting, run this script alternately with each
+tree first on the path (PYTHONPATH=/path/to/other/py), several times, and compare medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 
@@ -55,13 +66,50 @@ def pct(x: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(x), q))
 
 
-def bench_size(n: int, cycles: int, warm: int, scorer) -> dict:
+class GcPauses:
+    """The garbage collector's pauses, by generation, while recording."""
+
+    def __init__(self) -> None:
+        self.by_gen: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._t0 = 0.0
+        self.on = False
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        elif self.on:
+            self.by_gen[info["generation"]].append(time.perf_counter() - self._t0)
+
+    def text(self) -> str:
+        return ", ".join(f"gen{g} {len(v)} (max {max(v, default=0) * 1e3:.1f} ms)" for g, v in self.by_gen.items())
+
+
+def bench_size(n: int, cycles: int, warm: int, scorer, freeze: bool = True) -> dict:
     rng = np.random.default_rng(n)
     mids = np.full(n, 100.0)
     eng = E.RiskEngine(load_config(), scorer, "" if scorer else "no model", lateness_ns=0,
                        feature_config=FeatureConfig(warmup_steps=5))
-    parts: dict[str, list[float]] = {"features": [], "scoring": [], "policy": [], "publish": [], "cycle": []}
+    parts: dict[str, list[float]] = {"features": [], "scoring": [], "policy": [], "publish": []}
     t2l: list[float] = []
+    cycle: list[float] = []
+    cpu: list[float] = []
+    inner = eng.cycle
+
+    def timed_cycle(g: int) -> list:
+        c0, u0 = time.perf_counter(), time.thread_time()
+        outs = inner(g)
+        for o in outs:
+            payload_of((".u.upd", o.table, o.columns))
+        cycle.append(time.perf_counter() - c0)
+        cpu.append(time.thread_time() - u0)
+        return outs
+
+    eng.cycle = timed_cycle  # the engine's own cycle, plus encoding its rows, in the real path
+    if freeze:
+        E.freeze_heap()  # as the process does once restored, before live data
+    pauses, burst = GcPauses(), GcPauses()  # timed cycles; the warm-up (every instrument alerts)
+    gc.callbacks.extend([pauses, burst])
+    burst.on = True
     pending = None
     for k in range(warm + cycles):
         upd = ticks(n, k, rng, mids)
@@ -74,7 +122,14 @@ def bench_size(n: int, cycles: int, warm: int, scorer) -> dict:
         eng.ingest("trade", upd["trade"])
         if k >= warm and outs:
             t2l.append(dt)
+        if k == warm - 1:
+            cycle.clear()
+            cpu.clear()
+            pauses.on, burst.on = True, False
         pending = k
+    pauses.on = False
+    gc.callbacks[:] = [c for c in gc.callbacks if c not in (pauses, burst)]
+    eng.cycle = inner
     # the parts, on the warmed engine: one cycle each, timed piece by piece
     g = eng.next_grid
     for k in range(cycles):
@@ -106,10 +161,11 @@ def bench_size(n: int, cycles: int, warm: int, scorer) -> dict:
             payload_of((".u.upd", o.table, o.columns))
         c4 = time.perf_counter()
         for name, a, b in (("features", c0, c1), ("scoring", c1, c2), ("policy", c2, c3),
-                           ("publish", c3, c4), ("cycle", c0, c4)):
+                           ("publish", c3, c4)):
             parts[name].append(b - a)
         g += STEP
-    return {"n": n, "ready": int(snap.ready.sum()), "parts": parts, "t2l": t2l}
+    return {"n": n, "ready": int(snap.ready.sum()), "parts": parts, "t2l": t2l, "cycle": cycle, "cpu": cpu,
+            "gc": pauses.text(), "gc_burst": burst.text()}
 
 
 def bench_checks() -> None:
@@ -146,22 +202,27 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=100, help="timed cycles per size (default 100)")
     ap.add_argument("--warm", type=int, default=30, help="cycles before timing (default 30)")
     ap.add_argument("--models", default="models")
+    ap.add_argument("--no-freeze", action="store_true",
+                    help="do not freeze the heap after the warm-up (the engine process does)")
     args = ap.parse_args()
     scorer, err = E.load_scorer(args.models)
     print(f"model: {getattr(scorer, 'version', None) or err}")
     bench_checks()
     base = None
     for n in args.sizes:
-        r = bench_size(n, args.cycles, args.warm, scorer)
+        r = bench_size(n, args.cycles, args.warm, scorer, freeze=not args.no_freeze)
         p = r["parts"]
-        line = ", ".join(f"{k} {pct(v, 50) * 1e3:.2f}" for k, v in p.items() if k != "cycle")
-        cyc50, cyc99 = pct(p["cycle"], 50) * 1e3, pct(p["cycle"], 99) * 1e3
+        line = ", ".join(f"{k} {pct(v, 50) * 1e3:.2f}" for k, v in p.items())
+        cyc50, cyc99 = pct(r["cycle"], 50) * 1e3, pct(r["cycle"], 99) * 1e3
         per = cyc50 / n * 1e3
         if base is None:
             base = per
         print(f"{n:>5} instruments ({r['ready']} scored): cycle p50 {cyc50:.2f} ms, p99 {cyc99:.2f} ms "
-              f"[{line} ms p50]; {per:.2f} us per instrument ({per / base:.2f}x the smallest size's); "
-              f"tick-to-limit p50 {pct(r['t2l'], 50) * 1e3:.2f} ms, p99 {pct(r['t2l'], 99) * 1e3:.2f} ms")
+              f"(CPU time of the thread p50 {pct(r['cpu'], 50) * 1e3:.2f} ms, p99 {pct(r['cpu'], 99) * 1e3:.2f} ms) "
+              f"[parts re-timed: {line} ms p50]; {per:.2f} us per instrument ({per / base:.2f}x the smallest size's); "
+              f"tick-to-limit p50 {pct(r['t2l'], 50) * 1e3:.2f} ms, p99 {pct(r['t2l'], 99) * 1e3:.2f} ms; "
+              f"GC pauses {'(heap frozen)' if not args.no_freeze else '(heap not frozen)'}: timed cycles "
+              f"{r['gc']}; warm-up, every instrument turning ready and alerting: {r['gc_burst']}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,70 @@ def test_cli_shows_and_changes_status(book, tmp_path, capsys):
     assert status_run(p.parse_args(["approve", "fatfinger", "--models", str(tmp_path),
                                     "--who", "carol", "--why", "backtest signed off"])) == 0
     assert book.status("fatfinger") == "approved"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def retrain(tmp_path, monkeypatch, version: str | None, who: str = "trainer1") -> None:
+    """`pretrade train --model vae` with the training itself stood in for: it rewrites the card as
+    a retraining does (a fresh dict of the old card's fields, `version` new unless None)."""
+    from pretrade.models import train
+
+    def fake_vae(seed, out, labels=None):
+        card = json.loads((out / "vae.json").read_text())
+        if version is None:       # the same version: a fresh card, without status fields
+            card = {k: v for k, v in card.items() if not k.startswith("status")}
+        else:                     # a new version, the old card's status copied (as recalibrate does)
+            card["version"] = version
+        (out / "vae.json").write_text(json.dumps(card))
+
+    monkeypatch.setitem(train.TRAINERS, "vae", (fake_vae, "stand-in"))
+    p = argparse.ArgumentParser()
+    train.add_arguments(p)
+    assert train.run(p.parse_args(["--model", "vae", "--out", str(tmp_path), "--who", who,
+                                   "--labels", str(tmp_path / "none.jsonl")])) == 0
+
+
+def test_a_retrained_model_is_a_candidate_until_a_person_approves_and_the_engine_holds_it(tmp_path, monkeypatch):
+    from pretrade.risk.engine import RiskEngine, load_governance, load_scorer
+    from pretrade.risk.limits import load_config
+
+    shutil.copy(ROOT / "models" / "vae.onnx", tmp_path)
+    shutil.copy(ROOT / "models" / "vae.json", tmp_path)
+    book = StatusBook(tmp_path)
+    assert book.status("vae") == "approved"             # the committed model
+    retrain(tmp_path, monkeypatch, "vae-retrained-2")
+    assert book.status("vae") == "candidate"            # not the approval of the model it replaces
+    (entry,) = book.history("vae")
+    assert (entry.version, entry.old, entry.new, entry.who) == ("vae-retrained-2", "", "candidate", "trainer1")
+    assert "pretrade train --model vae" in entry.why and entry.time.endswith("+00:00")
+    card = json.loads((tmp_path / "vae.json").read_text())
+    assert card["status"] == "candidate" and card["status_changed"]["version"] == "vae-retrained-2"
+
+    scorer, err = load_scorer(tmp_path)
+    assert scorer is not None, err
+    status, sbook, _ = load_governance(tmp_path, scorer, drift_config=False)
+    e = RiskEngine(load_config(), scorer, model_status=status, status_book=sbook)
+    assert status == "candidate" and e.shadow and not e.policy.controls.model_active
+    assert "candidate" in e.policy.controls.model_fault
+    with pytest.raises(ValueError, match="only a person's"):
+        e.act("activate", who="alice")                   # activate alone does not bind a candidate
+    e.approve("vae", "alice", "shadow report reviewed")
+    assert e.model_status == "approved" and e.policy.controls.model_active
+    assert [(c.new, c.who) for c in book.history("vae")][-1] == ("approved", "alice")
+
+
+def test_retraining_the_same_version_keeps_its_status(book, tmp_path, monkeypatch):
+    book.change("vae", "shadow", "alice", "shadow week")
+    retrain(tmp_path, monkeypatch, None)                # same version, a fresh card without status
+    assert book.status("vae") == "shadow" and len(book.history("vae")) == 1
+    assert json.loads((tmp_path / "vae.json").read_text())["status"] == "shadow"
+
+
+def test_a_status_copied_from_another_versions_card_does_not_carry_over(book, tmp_path):
+    book.change("vae", "shadow", "alice", "try")
+    book.change("vae", "approved", "bob", "ok")
+    card = json.loads((tmp_path / "vae.json").read_text())
+    (tmp_path / "vae.json").write_text(json.dumps({**card, "version": "v9"}))  # recalibrated copy
+    assert book.status("vae") == "candidate"

@@ -25,10 +25,6 @@ SIM = ["--scenario", "flash-crash", "--seed", "3", "--syms", *SYMS, "--duration"
 STATIC_MAX_QTY = 10000  # config/limits.toml [default] max_qty
 
 
-
-
-
-
 class Stack:
     """tp + rte (+ feed runs) in tmp, stopped at the end."""
 
@@ -63,6 +59,16 @@ class Stack:
                 return st
             time.sleep(0.5)
         raise TimeoutError(f"engine did not reach {event_time}: {st}\n{(self.tmp / 'rte.log').read_text()[-3000:]}")
+
+    def wait_restored(self, seq: int, timeout: float = 90) -> dict:
+        """The restarted engine's status once it has rebuilt its seq from the journal."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.rte_query(".rte.status[]")
+            if st["seq"] >= seq:
+                return st
+            time.sleep(0.2)
+        raise TimeoutError(f"engine did not restore seq {seq}: {st}\n{(self.tmp / 'rte.log').read_text()[-3000:]}")
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -127,13 +133,15 @@ def test_flash_crash_raises_tiers_before_the_bottom_and_restart_keeps_seq(stack)
 
         stop(s.rte)                                   # restart: state comes back from the journal
         s.rte = s.start_rte()
-        time.sleep(1.0)
-        st = s.rte_query(".rte.status[]")
+        st = s.wait_restored(last_seq)
         assert st["seq"] == last_seq, st
         assert "ESZ6" in list(st["breakers"]) or crash["halt"].iloc[-1] != "breaker"
         s.rte_query('.rte.kill[`NQZ6;`;`tester;"restart check"]')
         more: dict[str, list] = {}
-        collect(sub, more, time.time() + 10, quiet=2.0)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (len(frame(more.get("limits", [])))
+                                              and len(frame(more.get("riskAlert", [])))):
+            collect(sub, more, time.time() + 1, quiet=0.5)
         new = frame(more.get("limits", []))
         assert len(new) and int(new["seq"].min()) == last_seq + 1
         assert set(new["state"]) == {"HALTED"}

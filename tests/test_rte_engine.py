@@ -175,8 +175,90 @@ def test_restart_rebuilds_from_the_journal_without_a_seq_gap(frames):
     assert lim["seq"].iloc[0] == seq_before + 1 and (lim["seq"].diff().dropna() == 1).all()
 
 
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, ns: int) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def test_every_governance_action_survives_a_restart_and_overrides_run_on_the_wall_clock(frames):
+    msgs = list(messages(frames, 60))
+    half = len(msgs) // 2
+    wall = Clock(1_800_000_000 * 10**9)
+    a = engine(wall_clock=wall)
+    recs = journal_of(msgs[:half], a)
+    for outs in (a.override("ESZ6", ALL, "maxQty", 123, 600, "risk1", "desk call"),
+                 a.override("ACME", "mm", "maxPosition", 77, 5, "risk1"),
+                 a.act("kill", "ACME", "algo", "carol"), a.act("reduce", "ESZ6", "mm", "dave"),
+                 a.act("kill", ALL, "mm", "erin"), a.act("reset", ALL, "mm", "erin"),
+                 a.to_shadow("vae", "frank", "shadow week")):
+        recs += [("upd", o.table, o.columns) for o in outs]
+    seq_before = a.policy.seq
+    wall.ns += 30 * 10**9                          # down for 30 s: the 5 s override ended meanwhile
+    b = engine(wall_clock=wall)
+    b.restore(recs)
+    assert b.policy.seq == seq_before
+    c, d = a.policy.controls, b.policy.controls
+    assert (d.kills, d.reducing, d.breakers) == (c.kills, c.reducing, c.breakers) == (
+        {("ACME", "algo")}, {("ESZ6", "mm")}, c.breakers)
+    assert b.model_status == "shadow" and not d.model_active
+    assert b.policy.overrides == a.policy.overrides and len(b.overrides_in_force()) == 2
+    lim = rows(b.reconcile(), "limits")            # no market data needed: the wall clock ended it
+    assert list(lim["seq"]) == [seq_before + 1] and list(lim["sym"] + "/" + lim["strategy"]) == ["ACME/mm"]
+    assert lim["maxPosition"].iloc[0] != 77 and b"override expired" in lim["reason"].iloc[0]
+    out = b.approve("vae", "grace", "shadow report reviewed") + run(b, msgs[half:])
+    lim = rows(out, "limits")
+    assert lim["seq"].iloc[0] == seq_before + 2 and (lim["seq"].diff().dropna() == 1).all()
+    esz6 = lim[(lim["sym"] == "ESZ6") & (lim["strategy"] == "")]
+    assert len(esz6) and (esz6["maxQty"] == 123).all()   # held through the replayed tier changes
+    assert b.policy.controls.model_active and ("ESZ6", ALL) in b.policy.overrides
+
+
+def test_a_crash_between_an_actions_audit_row_and_its_limits_is_repaired_on_restart(frames):
+    from pretrade.risk.engine import audit_first
+
+    msgs = list(messages(frames, 60))
+    a = engine(wall_clock=Clock(1_800_000_000 * 10**9))
+    recs = journal_of(msgs[: len(msgs) // 2], a)
+    seq_before = a.policy.seq
+    for outs in (a.act("kill", "ACME", ALL, "carol", "desk error"),
+                 a.override("ESZ6", "mm", "maxQty", 42, 600, "dave")):
+        published = audit_first(outs)
+        assert published[0].table == "riskAlert"
+        recs += [("upd", published[0].table, published[0].columns)]   # killed before the limits went out
+    b = engine(wall_clock=Clock(1_800_000_000 * 10**9 + 10**9))
+    b.restore(recs)
+    assert b.policy.seq == seq_before and b.policy.controls.killed("ACME", ALL)
+    lim = rows(b.reconcile(), "limits")
+    assert list(lim["seq"]) == list(range(seq_before + 1, seq_before + 1 + len(lim)))
+    acme = lim[lim["sym"] == "ACME"]
+    assert len(acme) and set(acme["state"]) == {"HALTED"} and set(acme["halt"]) == {"kill"}
+    assert list(lim[(lim["sym"] == "ESZ6")]["maxQty"]) == [42]
+    assert b.reconcile() == []                       # once in step, nothing more
+
+
+def test_on_replayed_data_an_override_can_run_on_event_time(frames):
+    msgs = list(messages(frames, 60))
+    wall = Clock(1_800_000_000 * 10**9)            # never moves: a replay at max speed
+    e = engine(wall_clock=wall, override_clock="event")
+    half = len(msgs) // 2
+    run(e, msgs[:half])
+    start = e.now
+    out = e.override("ESZ6", ALL, "maxQty", 123, 5, "risk1")
+    assert b"(event clock)" in rows(out, "riskAlert")["text"].iloc[0]
+    lim = rows(run(e, msgs[half:]), "limits")
+    ended = lim[lim["reason"].map(lambda r: b"override expired" in r)]
+    assert len(ended) == 1 and ended["time"].iloc[0].value - start == 5 * 10**9
+    with pytest.raises(ValueError, match="override clock"):
+        engine(override_clock="market")
+
+
 def test_q_host_helpers_drive_the_same_engine(frames):
-    from pretrade.risk.engine import q_act, q_ingest, q_restore
+    from pretrade.risk.engine import q_act, q_expire, q_ingest, q_override, q_restore
 
     e = engine()
     pairs = []
@@ -185,10 +267,13 @@ def test_q_host_helpers_drive_the_same_engine(frames):
     assert {t for t, _ in pairs} >= {"limits", "heartbeat", "features"}
     assert all(isinstance(cols, list) and len(cols) == len(table(t).names) for t, cols in pairs)
     acted = q_act(e, "kill", "ESZ6", "", "alice", "from q")
-    assert [t for t, _ in acted] == ["limits", "riskAlert"]
+    assert [t for t, _ in acted] == ["riskAlert", "limits"]          # the audit row first
+    acted += q_override(e, "ACME", "", "maxQty", 5.0, 600.0, "alice", "from q")
+    assert q_expire(e) == []                                   # 600 s of wall clock: held
     back = engine()
     q_restore(back, [(t, cols) for t, cols in pairs + acted])
     assert back.policy.seq == e.policy.seq and back.policy.controls.killed("ESZ6", "mm")
+    assert back.policy.overrides == e.policy.overrides and back.policy.last[("ACME", ALL)].max_qty == 5
 
 
 def test_features_table_has_the_feature_engines_columns():
@@ -237,3 +322,21 @@ def test_a_quiet_instruments_stale_score_never_loosens():
     tiers = dict(zip(e.policy.syms, e.policy.tier.tolist(), strict=True))
     assert tiers["LIVE"] < 2                                       # loosened after the dwell
     assert tiers["QUIET"] == 2                                     # stale: held
+
+
+def test_vectorised_top_features_match_the_models_own_ranking():
+    from pretrade.risk.engine import top_features
+
+    scorer, err = load_scorer("models")
+    assert scorer is not None, err
+    res = scorer.score(np.random.default_rng(7).normal(0, 2, (400, len(scorer.features))).astype(np.float32))
+    assert top_features(res, 3) == [",".join(names) for names in res.top_features(3)]
+
+
+def test_latest_tick_per_instrument_whatever_the_order_and_encoding():
+    e = RiskEngine(CFG, None, "no model")
+    t = np.array([30, 10, 20, 5], dtype=np.int64)
+    e._note_ticks("quote", {"sym": np.array([b"A", "B", "A", "C"], dtype=object)}, t)
+    e._note_ticks("trade", {"sym": np.array(["A", "C"], dtype=object)}, np.array([25, 40], dtype=np.int64))
+    e._note_ticks("news", {"sym": np.array(["D"], dtype=object)}, np.array([99], dtype=np.int64))
+    assert e.last_ticks(["A", "B", "C", "D"], -7).tolist() == [30, 10, 40, -7]

@@ -30,7 +30,10 @@ def test_q_hosted_engine_publishes_limits(tmp_path):
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with connect(f"localhost:{tp_port}") as c, c.subscribe(["limits"]) as sub:
-            time.sleep(3)
+            deadline = time.time() + 60                 # the q engine has subscribed (to every table)
+            while c.query(".tp.status[]")["subscribers"]["quote"] < 1:
+                assert time.time() < deadline and q.poll() is None, "q/rte.q did not subscribe"
+                time.sleep(0.2)
             feed = start(["feed", "sim", "--scenario", "normal", "--syms", "ESZ6", "--duration", "180",
                           "--speed", "max", "--tp", f"localhost:{tp_port}"], tmp_path / "feed.log")
             assert feed.wait(120) == 0

@@ -4,7 +4,9 @@ The truth is an append-only log, `status.jsonl` in the models folder (one JSON o
 time, model, version, from, to, who, why); the card's `status` field mirrors the latest entry so
 a card read alone shows it. A card with no status and no log entry predates governance and counts
 as approved. Only a person approves: automation (who == "automation") may take a model off
-(approved -> shadow) but never put it back.
+(approved -> shadow) but never put it back. A newly trained version (`pretrade train`) enters as
+a candidate, logged with who trained it and when (`StatusBook.after_training`); a status copied
+from another version's card does not carry over.
 
 The risk engine binds only an approved model; a candidate or shadow model is scored but its
 scores do not set limits; a retired one is not loaded.
@@ -87,6 +89,10 @@ class Change:
                            "from": self.old, "to": self.new, "who": self.who, "why": self.why})
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 class StatusBook:
     """The status log and cards of one models folder."""
 
@@ -121,13 +127,19 @@ class StatusBook:
 
     def status(self, model: str, version: str | None = None) -> str:
         """The status of a model (its card's version unless given): the last logged change of
-        that version, else the card's field, else approved (a card from before governance)."""
+        that version, else the card's field (unless it records a change of another version: a
+        card copied from an older one), else approved (a card from before governance)."""
         card = self.card(model)
         version = version or str(card.get("version", ""))
         for c in reversed(self.history(model)):
             if c.version == version:
                 return c.new
-        return str(card.get("status", LEGACY)) if card.get("version") == version else "candidate"
+        if card.get("version") != version:
+            return "candidate"
+        changed = card.get("status_changed") or {}
+        if "status" in card and changed.get("version", version) != version:
+            return "candidate"
+        return str(card.get("status", LEGACY))
 
     def change(self, model: str, new: str, who: str, why: str, version: str | None = None) -> Change:
         """Move a model to `new`: checked, appended to the log (fsynced), mirrored in its card."""
@@ -135,16 +147,50 @@ class StatusBook:
         version = version or str(card.get("version", ""))
         old = self.status(model, version)
         check_transition(old, new, who, why)
-        c = Change(datetime.now(UTC).isoformat(timespec="milliseconds"), model, version, old, new,
-                   who, why)
+        return self._record(model, card, Change(_now(), model, version, old, new, who, why))
+
+    def register(self, model: str, who: str, why: str) -> Change:
+        """The card's version of `model`, newly trained, enters the lifecycle as a candidate:
+        logged with who and why (from no status to candidate), mirrored in its card."""
+        if not who.strip() or not why.strip():
+            raise StatusError("registering a trained model needs who trained it and why")
+        card = self.card(model)
+        return self._record(model, card, Change(_now(), model, str(card.get("version", "")), "",
+                                                "candidate", who, why))
+
+    def _record(self, model: str, card: dict[str, Any], c: Change) -> Change:
+        """Append a change to the log (fsynced) and mirror it in the card if it is the card's."""
         append_line(self.path, c.to_json())
-        if card.get("version") == version:
-            card.update(status=new, status_changed={"time": c.time, "who": who, "why": why})
-            tmp = self.dir / f".{model}.json.tmp"
-            tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
-            os.replace(tmp, self.dir / f"{model}.json")
-        log.warning("model %s %s: %s -> %s by %s: %s", model, version, old, new, who, why)
+        if card.get("version") == c.version:
+            self._write_card(model, {**card, "status": c.new, "status_changed": {
+                "time": c.time, "who": c.who, "why": c.why, "version": c.version}})
+        log.warning("model %s %s: %s -> %s by %s: %s", model, c.version, c.old or "(new)", c.new,
+                    c.who, c.why)
         return c
+
+    def _write_card(self, model: str, card: dict[str, Any]) -> None:
+        tmp = self.dir / f".{model}.json.tmp"
+        tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, self.dir / f"{model}.json")
+
+    def cards(self) -> dict[str, dict[str, Any]]:
+        """Every model's card, by name (what `after_training` compares with)."""
+        return {m: self.card(m) for m in self.models()}
+
+    def after_training(self, before: dict[str, dict[str, Any]], who: str, why: str) -> list[Change]:
+        """Statuses after a training run wrote into the folder, given `cards()` from before it:
+        each new version is registered a candidate (never inheriting its predecessor's approval);
+        an unchanged version keeps its status (its rewritten card gets the status fields back)."""
+        out = []
+        for name, card in self.cards().items():
+            old = before.get(name)
+            if old is None or old.get("version") != card.get("version"):
+                out.append(self.register(name, who, why))
+                continue
+            kept = {k: old[k] for k in ("status", "status_changed") if k in old}
+            if any(card.get(k) != v for k, v in kept.items()):
+                self._write_card(name, {**card, **kept})
+        return out
 
     def models(self) -> list[str]:
         """Names of the models in the folder (cards with a kind)."""

@@ -1,13 +1,16 @@
 """`pretrade train`: train the models from a seed, reproducibly, into one folder with a card each.
 
 Each model's own module does the work (data from the simulator, fit, calibration, ONNX export,
-card); this command only chooses which and in what order. The VAE's finer options (seeds of the
+card); this command only chooses which and in what order, and enters each new version in the
+models folder's status log as a candidate (pretrade.models.status): it serves in shadow until a
+person approves it. The VAE's finer options (seeds of the
 days, epochs, recalibration alone) are on `python -m pretrade.models.train_vae --help`.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import time
 from collections.abc import Callable
@@ -67,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="people's marks of alerts and decisions (pretrade.models.labels), used when the "
                         "file exists: alerts marked wrong calibrate the VAE as normal examples, marked "
                         "decisions train the fat-finger model (default data/labels/marks.jsonl)")
+    p.add_argument("--who", default="",
+                   help="who trains, recorded in the models folder's status log with each new version "
+                        "(a candidate until a person approves it; default: the login name)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed: the same seed gives the same models (default: each model's "
                         "own seed, the one its committed artifact was trained with)")
@@ -78,13 +84,23 @@ def run(args: argparse.Namespace) -> int:
     labels = labels if labels is not None and labels.exists() else None
     if labels is not None:
         log.info("human labels from %s", labels)
+    from pretrade.models.status import StatusBook
+
+    book = StatusBook(args.out)
+    who = getattr(args, "who", "") or getpass.getuser()
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         log.info("[%d/%d] training %s: %s", i, len(names), name, TRAINERS[name][1])
+        before = book.cards()
         if name in LABELLED:
             TRAINERS[name][0](args.seed, args.out, labels)
         else:
             TRAINERS[name][0](args.seed, args.out)
+        seed = "its own seed" if args.seed is None else f"seed {args.seed}"
+        for c in book.after_training(before, who, f"trained by `pretrade train --model {name}` ({seed})"):
+            log.warning("%s %s is a candidate: scored in shadow, not binding, until a person approves "
+                        "it (pretrade model-status approve %s --who NAME --why TEXT, or .rte.approve)",
+                        c.model, c.version, c.model)
         log.info("[%d/%d] %s done in %.0f s; written to %s", i, len(names), name,
                  time.perf_counter() - t0, args.out)
     return 0

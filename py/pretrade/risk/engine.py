@@ -40,8 +40,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pretrade.risk.limits import ALL, TIERS, RiskConfig, load_config
-from pretrade.risk.policy import ACTIONS, Action, Limit, Policy, Scores, tier_of
+from pretrade.risk.limits import ALL, LIMIT_FIELDS, TIERS, RiskConfig, column_name, load_config
+from pretrade.risk.policy import (
+    ACTIONS,
+    CLOCKS,
+    Action,
+    Limit,
+    Override,
+    Policy,
+    Scores,
+    parse_override,
+    tier_of,
+)
 from pretrade.schema import table as schema_table
 
 log = logging.getLogger(__name__)
@@ -121,6 +131,9 @@ class Output:
         return len(self.columns[0]) if self.columns else 0
 
 
+_TIER_NAMES = np.array(TIERS, dtype=object)
+
+
 def _sym_col(values: Iterable[str]) -> np.ndarray:
     return np.array(list(values), dtype=object)
 
@@ -176,8 +189,13 @@ def top_features(res: Any, k: int) -> list[str]:
     k = min(k, contrib.shape[1])
     idx = np.argpartition(-contrib, k - 1, axis=1)[:, :k]                  # the k largest, unordered
     order = np.argsort(-np.take_along_axis(contrib, idx, axis=1), axis=1)  # ... largest first
-    names = np.asarray(res.features, dtype=object)[np.take_along_axis(idx, order, axis=1)]
-    return [",".join(r) for r in names.tolist()]
+    ranked = np.take_along_axis(idx, order, axis=1)
+    # few distinct rankings among many rows: join the names once per distinct ranking
+    code = ranked @ (contrib.shape[1] ** np.arange(k))
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    names = np.asarray(res.features, dtype=object)
+    joined = np.array([",".join(names[ranked[i]]) for i in first.tolist()], dtype=object)
+    return joined[inverse].tolist()
 
 
 def as_columns(table: str, data: Any) -> dict[str, Any]:
@@ -212,7 +230,8 @@ class RiskEngine:
                  step_ns: int = 100_000_000, lateness_ns: int = 0, features_every: int = 1,
                  feature_config: Any = None, max_catchup: int = 3000, top_k: int = 3,
                  model_status: str = "approved", status_book: Any = None, drift: Any = None,
-                 labels_path: str | Path | None = None, drift_action: str = "alert") -> None:
+                 labels_path: str | Path | None = None, drift_action: str = "alert",
+                 override_clock: str = "wall", wall_clock: Any = time.time_ns) -> None:
         from pretrade.features.engine import FeatureEngine
         from pretrade.features.spec import FEATURES, FeatureConfig
 
@@ -233,7 +252,10 @@ class RiskEngine:
         self.now = 0           # the last cycle's grid time (ns)
         self.cycles = 0
         self.hb_seq = 0
-        self.last_tick: dict[str, int] = {}  # event time of each instrument's latest tick (ns)
+        # event time of each instrument's latest tick (ns), by position in _tick_index
+        self._tick_index: dict[str, int] = {}
+        self._tick_time = np.zeros(0, dtype=np.int64)
+        self._seen_pos: tuple[tuple[int, int], np.ndarray] = ((0, 0), np.zeros(0, dtype=np.int64))
         # governance: lifecycle status of the served model, its log, and the input drift monitor
         self.status_book = status_book
         self.model_status = model_status
@@ -242,9 +264,15 @@ class RiskEngine:
         if drift_action not in DRIFT_ACTIONS:
             raise ValueError(f"drift action {drift_action!r}: one of {', '.join(DRIFT_ACTIONS)}")
         self.drift_action = drift_action
+        if override_clock not in CLOCKS:
+            raise ValueError(f"override clock {override_clock!r}: one of {', '.join(CLOCKS)}")
+        self.override_clock = override_clock
+        self.wall_clock = wall_clock  # () -> ns; what a person's override minutes run on
         self.labels_path = labels_path
         # model inputs of the last alerts raised, so a person's mark of one can train: (sym, ns) -> call
-        self.alert_calls: dict[tuple[str, int], dict[str, Any]] = {}
+        # (call, model, feature names, their values): tuples and arrays, which the garbage
+        # collector need not walk, as alert bursts store thousands of them
+        self.alert_calls: dict[tuple[str, int], tuple[str, str, tuple[str, ...], np.ndarray]] = {}
         self.drift_cols = (np.array([FEATURES.index(f) for f in drift.ref.features])
                            if drift is not None else None)
         if scorer is not None and model_status == "retired":
@@ -272,13 +300,31 @@ class RiskEngine:
         """Remember each instrument's latest tick: a score from older data is stale."""
         if table == "news":
             return
-        syms = np.asarray(cols["sym"], dtype=object)
-        uniq, first_rev = np.unique(syms[::-1], return_index=True)
-        last = t[len(t) - 1 - first_rev]
-        for sym, when in zip(uniq.tolist(), last.tolist(), strict=True):
+        import pandas as pd
+
+        codes, uniq = pd.factorize(np.asarray(cols["sym"], dtype=object))
+        last = np.full(len(uniq), np.iinfo(np.int64).min)
+        np.maximum.at(last, codes, t)
+        index = self._tick_index
+        pos = np.empty(len(uniq), dtype=np.int64)
+        for k, sym in enumerate(uniq.tolist()):
             key = sym.decode() if isinstance(sym, bytes) else sym
-            if when > self.last_tick.get(key, -1):
-                self.last_tick[key] = when
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(index)
+            pos[k] = i
+        if len(index) > len(self._tick_time):
+            self._tick_time = np.concatenate([self._tick_time, np.full(len(index) - len(self._tick_time), -1)])
+        np.maximum.at(self._tick_time, pos, last)
+
+    def last_ticks(self, syms: list[str], default: int) -> np.ndarray:
+        """Event time of each instrument's latest tick (`default` for one that never ticked);
+        `syms` only grows at its end (the feature engine's list), so positions are cached."""
+        key = (len(syms), len(self._tick_index))
+        if self._seen_pos[0] != key:
+            self._seen_pos = key, np.array([self._tick_index.get(s, -1) for s in syms], dtype=np.int64)
+        pos = self._seen_pos[1]
+        return np.where(pos >= 0, self._tick_time[pos], default)
 
     def advance(self, upto: int) -> list[Output]:
         """Run every cycle whose grid time is before `upto` (event time, ns)."""
@@ -330,8 +376,9 @@ class RiskEngine:
                 limits += rows
                 alerts += al
         # a score is as old as the instrument's latest tick: a quiet instrument's tier holds
-        seen = np.array([self.last_tick.get(s, g) for s in snap.syms], dtype=np.int64)
-        rows, al = self.policy.cycle(g, Scores(snap.syms, score, seen, top, model))
+        seen = self.last_ticks(snap.syms, g)
+        rows, al = self.policy.cycle(g, Scores(snap.syms, score, seen, top, model),
+                                     self.wall_clock() if self.policy.overrides else None)
         limits += rows
         alerts += al
         if al and model:
@@ -341,13 +388,13 @@ class RiskEngine:
                                            *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])]]))
         if len(ready):
             if self.policy.controls.model_active:
-                tiers = self.policy.tier[[self.policy._index[snap.syms[k]] for k in ready]]
+                tiers = self.policy.tiers(snap.syms)[ready]
             else:  # shadow (or off): the model's own call, not what binds
                 tiers = np.maximum(tier_of(score[ready], self.policy.config.policy), 0)
-            out.append(Output("riskScore", [_times(len(ready), g), _sym_col(snap.syms[k] for k in ready),
-                                            score[ready], error[ready], _sym_col(TIERS[t] for t in tiers),
-                                            _text_col(top[k] for k in ready),
-                                            _sym_col([model] * len(ready)),
+            out.append(Output("riskScore", [_times(len(ready), g), _sym_col(snap.syms)[ready],
+                                            score[ready], error[ready], _TIER_NAMES[tiers],
+                                            _text_col([top[k] for k in ready.tolist()]),
+                                            np.full(len(ready), model, dtype=object),
                                             g - seen[ready] > self.stale_ns]))
         if limits:
             out.append(limits_output(limits))
@@ -475,15 +522,15 @@ class RiskEngine:
         """Keep the model inputs behind each tier alert (bounded), for people's marks."""
         from pretrade.features.spec import FEATURES
 
-        names = list(getattr(self.scorer, "features", ()))
+        names = tuple(getattr(self.scorer, "features", ()))
+        cols = [FEATURES.index(n) for n in names]
         pos = {s: k for k, s in enumerate(snap.syms)}
         for a in alerts:
             k = pos.get(a["sym"])
             if k is None or a["kind"] not in ("tier", "breaker"):
                 continue
-            self.alert_calls[(a["sym"], g)] = {
-                "call": a["tier"], "model": model,
-                "features": {n: float(snap.z[k, FEATURES.index(n)]) for n in names}}
+            self.alert_calls[(a["sym"], g)] = (a["tier"], model, names,
+                                               snap.z[k, cols].astype(np.float64))
         while len(self.alert_calls) > self.MAX_CALLS:
             self.alert_calls.pop(next(iter(self.alert_calls)))
 
@@ -496,11 +543,11 @@ class RiskEngine:
         if self.labels_path is None:
             raise ValueError("this engine has no labels file (start it with --labels FILE)")
         t = int(_ns([when])[0]) if not isinstance(when, int | np.integer) else int(when)
-        call = self.alert_calls.get((sym, t), {})
+        call, model, names, z = self.alert_calls.get((sym, t), ("", "", (), np.zeros(0)))
         stamp = np.datetime_as_string(np.datetime64(t, "ns"), unit="ns")
         stored = add_mark(Mark(who=who, target="alert", ref=stamp, sym=sym, verdict=verdict,
-                               call=call.get("call", ""), model=call.get("model", ""), note=note,
-                               features=call.get("features", {})), self.labels_path)
+                               call=call, model=model, note=note,
+                               features=dict(zip(names, z.tolist(), strict=True))), self.labels_path)
         text = (f"mark by {who}: alert on {sym} at {stamp} ({stored.call or 'call not in memory'}) "
                 f"was {verdict}" + (f": {note}" if note else "")
                 + ("" if stored.features else "; its inputs are no longer held, so it will not train"))
@@ -545,25 +592,49 @@ class RiskEngine:
     def override(self, sym: str, strategy: str, name: str, value: float, seconds: float, who: str,
                  note: str = "") -> list[Output]:
         """A person overrides one limit (a `limits` column name, e.g. maxQty) within its static
-        ceiling for `seconds` of event time; applied now and audited."""
+        ceiling for `seconds` on the engine's override clock (wall by default, event time for
+        replays: `override_clock`); applied now and audited, restored by a restart."""
         if not who:
             raise ValueError("an override needs the name of who makes it")
-        column = {"maxQty": "max_qty", "maxNotional": "max_notional", "bandBps": "band_bps",
-                  "passiveBandBps": "passive_band_bps", "maxPosition": "max_position", "maxRate": "max_rate"}
+        column = {column_name(f): f for f in LIMIT_FIELDS}
         if name not in column:
             raise ValueError(f"limit {name!r} cannot be overridden; one of {', '.join(column)}")
+        wall = self.wall_clock() if self.override_clock == "wall" else None
         rows, alerts = self.policy.override(self.now, sym, strategy, column[name], float(value),
-                                            float(seconds), who, note)
+                                            float(seconds), who, note, wall)
         return ([limits_output(rows)] if rows else []) + [alerts_output(alerts)]
+
+    def expire_overrides(self) -> list[Output]:
+        """Republish the rows of overrides whose time is up, between cycles: a quiet market runs
+        no cycles, but a person's minutes still pass on the wall clock."""
+        rows = self.policy.expire_overrides(self.now, self.wall_clock())
+        return [limits_output(rows)] if rows else []
+
+    def reconcile(self) -> list[Output]:
+        """After `restore`, the rows that make the published limits match the journal's audit
+        trail: none in the usual case (see Policy.reconcile)."""
+        rows = self.policy.reconcile(self.now, self.wall_clock())
+        if rows:
+            log.warning("restart: %d limit rows republished to match the restored state", len(rows))
+        return [limits_output(rows)] if rows else []
+
+    def overrides_in_force(self) -> list[str]:
+        """The overrides held, for people: "ESZ6/* max_qty=500 until 2026-...Z (wall clock)"."""
+        return [f"{sym}/{strategy or '*'} {name}={o.value:g} until "
+                f"{np.datetime_as_string(np.datetime64(o.until, 'ns'), unit='s')}Z ({o.clock} clock)"
+                for (sym, strategy), held in sorted(self.policy.overrides.items())
+                for name, o in sorted(held.items())]
 
     # ---- restart -------------------------------------------------------------------------------
 
     def restore(self, records: Iterable[tuple[str, str, Any]]) -> int:
         """Rebuild from journal records (func, table, data): feed the ticks to the features (no
-        cycles are run, nothing is published), take seq, tiers and halts from the `limits` rows
-        and human actions from the `riskAlert` rows. Returns the records used."""
+        cycles are run, nothing is published), take seq, tiers and halts from the `limits` rows,
+        and people's actions, overrides and model status changes from the `riskAlert` rows.
+        Returns the records used."""
         limits: list[Limit] = []
         actions: list[Action] = []
+        overrides: list[tuple[str, str, str, Override]] = []
         last_cycle = None
         n = 0
         for func, table, data in records:
@@ -588,19 +659,26 @@ class RiskEngine:
                     if kind in ACTIONS and who != "automation":
                         actions.append(Action(int(_ns(cols["time"][i:i + 1])[0]), who, kind,
                                               _s(cols["sym"][i]), _s(cols["strategy"][i])))
+                    if kind == "override":
+                        got = parse_override(_s(cols["text"][i]), int(_ns(cols["time"][i:i + 1])[0]))
+                        if got is None:
+                            log.error("override alert not understood, not restored: %s", _s(cols["text"][i]))
+                        else:
+                            overrides.append((_s(cols["sym"][i]), _s(cols["strategy"][i]), *got))
             elif table == "heartbeat":
                 cols = as_columns(table, data)
                 for i in range(len(cols["time"])):
                     if _s(cols["sym"][i]) == PROCESS and _s(cols["status"][i]) != "idle":
                         last_cycle = int(_ns(cols["time"][i:i + 1])[0])
                         self.cycles = max(self.cycles, int(cols["cycles"][i]))
-        self.policy.restore(limits, actions)
+        self.policy.restore(limits, actions, overrides)
         self._hold_if_not_approved()  # a replayed `activate` does not bind a model taken off since
         if last_cycle is not None:
             self.next_grid = last_cycle + self.step_ns
             self.now = last_cycle
-        log.info("restored from the journal: %d records, %d limit rows (seq %d), %d actions, %d instruments",
-                 n, len(limits), self.policy.seq, len(actions), len(self.features.syms))
+        log.info("restored from the journal: %d records, %d limit rows (seq %d), %d actions, "
+                 "%d overrides, %d instruments", n, len(limits), self.policy.seq, len(actions),
+                 len(overrides), len(self.features.syms))
         return n
 
 
@@ -608,16 +686,32 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def audit_first(outs: list[Output]) -> list[Output]:
+    """A person's action as published: its audit rows first, then the limits. A crash between
+    the two leaves an audited action, which a restart applies (restore, then reconcile), never a
+    limit change without its audit row."""
+    return sorted(outs, key=lambda o: o.table != "riskAlert")
+
+
+def _acting(conn: Any, who: str, note: str) -> tuple[str, str]:
+    """(who, note) of an IPC call: with a users file the login is who acted; a differing `who`
+    argument goes into the note."""
+    if conn.user and who and who != conn.user:
+        note = f"{note} (for {who})".strip()
+    return conn.user or who, note
+
+
 # ---- hosted in q (q/rte.q, through PyKX) -----------------------------------------------------------
 
-def q_engine(models: str = "models", lateness_s: float = 1.0, limits: str = "") -> RiskEngine:
+def q_engine(models: str = "models", lateness_s: float = 1.0, limits: str = "",
+             override_clock: str = "wall") -> RiskEngine:
     """The engine q/rte.q hosts: same config, model and clock as `pretrade rte`."""
     scorer, err = load_scorer(models)
     if scorer is None:
         log.critical("%s: every instrument on static limits", err)
     status, _, drift = load_governance(models, scorer)  # status changes: journal only
     return RiskEngine(load_config(limits or None), scorer, err, lateness_ns=int(lateness_s * 1e9),
-                      model_status=status, drift=drift)
+                      model_status=status, drift=drift, override_clock=_s(override_clock) or "wall")
 
 
 def q_ingest(engine: RiskEngine, table: Any, data: Any) -> list[list[Any]]:
@@ -631,8 +725,37 @@ def q_restore(engine: RiskEngine, records: Any) -> int:
 
 
 def q_act(engine: RiskEngine, kind: Any, sym: Any, strategy: Any, who: Any, note: Any = "") -> list[list[Any]]:
-    """act() for q: the rows to publish."""
-    return [[o.table, o.columns] for o in engine.act(_s(kind), _s(sym), _s(strategy), _s(who), _s(note))]
+    """act() for q: the rows to publish, audit first."""
+    return [[o.table, o.columns] for o in audit_first(engine.act(_s(kind), _s(sym), _s(strategy), _s(who), _s(note)))]
+
+
+def q_override(engine: RiskEngine, sym: Any, strategy: Any, name: Any, value: Any, seconds: Any,
+               who: Any, note: Any = "") -> list[list[Any]]:
+    """override() for q: the rows to publish, audit first."""
+    return [[o.table, o.columns] for o in audit_first(engine.override(
+        _s(sym), _s(strategy), _s(name), float(value), float(seconds), _s(who), _s(note)))]
+
+
+def q_reconcile(engine: RiskEngine) -> list[list[Any]]:
+    """reconcile() for q, after q_restore: the rows to publish (usually none)."""
+    return [[o.table, o.columns] for o in engine.reconcile()]
+
+
+def q_expire(engine: RiskEngine) -> list[list[Any]]:
+    """expire_overrides() for q's timer: the rows to publish (usually none)."""
+    return [[o.table, o.columns] for o in engine.expire_overrides()]
+
+
+def freeze_heap() -> None:
+    """Collect once, then move every object alive (modules, model, restored state) out of the
+    garbage collector's reach, so its periodic full collections walk only what cycles allocate
+    since (scripts/bench_rte.py: in a burst of alerts at 1,000 instruments the longest pause was
+    78-114 ms without it, no full collection with it). Called once by the process, restored."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    log.info("heap frozen after start-up: %d objects kept out of garbage collection", gc.get_freeze_count())
 
 
 # ---- the process ---------------------------------------------------------------------------------
@@ -698,6 +821,9 @@ class Service:
                 if first and sub.journal is not None and sub.count:
                     with self.lock:
                         self.engine.restore(iter_records(sub.journal, sub.count))
+                        self.publish(self.engine.reconcile())
+                if first:
+                    freeze_heap()
                 first = False
                 self.ready.set()
                 log.info("subscribed to %s (journal %s, %d messages)", self.tp, sub.journal, sub.count)
@@ -722,8 +848,12 @@ class Service:
                 conn.close()
 
     def idle_heartbeat(self, every_s: float = 1.0) -> None:
-        """With no market data (so no cycles), still say the engine is alive, on the wall clock."""
+        """With no market data (so no cycles), still say the engine is alive, and end overrides
+        whose time is up, on the wall clock."""
         while not self.stop.wait(every_s / 2):
+            if self.ready.is_set():  # restored: an override lost in the downtime ends now
+                with self.lock:
+                    self.publish(self.engine.expire_overrides())
             if time.monotonic() - self.last_publish >= every_s:
                 with self.lock:
                     self.publish([self.engine.heartbeat(time.time_ns(), "idle")])
@@ -732,7 +862,8 @@ class Service:
         """The IPC functions: .rte.kill[sym;strategy;who;note], .rte.reset[sym;strategy;who],
         .rte.reduce[sym;strategy;who], .rte.deactivate[who;note], .rte.activate[who],
         .rte.status[], .rte.limits[sym], .rte.override[sym;strategy;limit;value;seconds;who;note]
-        (limit: a `limits` column such as maxQty, within its static ceiling, for seconds of event time). ` is "every" for sym and strategy. With a users file the
+        (limit: a `limits` column such as maxQty, within its static ceiling, for seconds on the
+        override clock: wall by default). ` is "every" for sym and strategy. With a users file the
         login name is recorded as who (a differing `who` argument goes into the note).
         Governance: .rte.approve[model;who;note] (a person re-approves the model: it binds again),
         .rte.shadow[model;who;note] (scored, not binding), .rte.drift[] (the last drift check, JSON),
@@ -747,12 +878,10 @@ class Service:
                     sym = strategy = ALL
                 else:
                     sym, strategy, who, note = (a + ["", "", "", ""])[:4]
-                if conn.user and who and who != conn.user:  # the login is who acted
-                    note = f"{note} (for {who})".strip()
-                who = conn.user or who
+                who, note = _acting(conn, who, note)
                 try:
                     with self.lock:
-                        self.publish(self.engine.act(kind, sym, strategy, who, note))
+                        self.publish(audit_first(self.engine.act(kind, sym, strategy, who, note)))
                 except ValueError as e:
                     raise QError(str(e)) from None
                 return f"{kind} {sym or '*'}/{strategy or '*'} by {who}"
@@ -768,6 +897,8 @@ class Service:
                         "modelFault": e.policy.controls.model_fault or e.model_error,
                         "breakers": sorted(e.policy.controls.breakers),
                         "kills": [f"{s or '*'}/{t or '*'}" for s, t in sorted(e.policy.controls.kills)],
+                        "reducing": [f"{s or '*'}/{t or '*'}" for s, t in sorted(e.policy.controls.reducing)],
+                        "overrides": e.overrides_in_force(),
                         "eventTime": np.datetime64(e.now, "ns"), "published": dict(self.published)}
 
         def limits(conn, sym=ALL, *_):
@@ -779,14 +910,11 @@ class Service:
         def override(conn, sym, strategy, name, value, seconds, who=b"", note=b""):
             from pretrade.ipc.codec import QError
 
-            who, note = _s(who), _s(note)
-            if conn.user and who and who != conn.user:
-                note = f"{note} (for {who})".strip()
-            who = conn.user or who
+            who, note = _acting(conn, _s(who), _s(note))
             try:
                 with self.lock:
-                    self.publish(self.engine.override(_s(sym), _s(strategy), _s(name), float(value),
-                                                      float(seconds), who, note))
+                    self.publish(audit_first(self.engine.override(_s(sym), _s(strategy), _s(name),
+                                                                  float(value), float(seconds), who, note)))
             except (ValueError, TypeError) as e:
                 raise QError(str(e)) from None
             return f"override {_s(sym)}/{_s(strategy) or '*'} {_s(name)}={float(value):g} by {who}"
@@ -795,13 +923,11 @@ class Service:
             def call(conn, model=b"", who=b"", note=b""):
                 from pretrade.ipc.codec import QError
 
-                model, who, note = _s(model), _s(who), _s(note)
-                if conn.user and who and who != conn.user:
-                    note = f"{note} (for {who})".strip()
-                who = conn.user or who
+                model = _s(model)
+                who, note = _acting(conn, _s(who), _s(note))
                 try:
                     with self.lock:
-                        self.publish(getattr(self.engine, method)(model, who, note))
+                        self.publish(audit_first(getattr(self.engine, method)(model, who, note)))
                 except ValueError as e:
                     raise QError(str(e)) from None
                 return f"{method} {model} by {who}: status {self.engine.model_status}"
@@ -821,10 +947,7 @@ class Service:
         def mark(conn, sym=b"", when=None, verdict=b"", who=b"", note=b""):
             from pretrade.ipc.codec import QError
 
-            who, note = _s(who), _s(note)
-            if conn.user and who and who != conn.user:
-                note = f"{note} (for {who})".strip()
-            who = conn.user or who
+            who, note = _acting(conn, _s(who), _s(note))
             try:
                 with self.lock:
                     self.publish(self.engine.mark(_s(sym), _s(when) if isinstance(when, bytes) else when,
@@ -870,7 +993,7 @@ def run(args: argparse.Namespace) -> int:
     engine = RiskEngine(config, scorer, err, step_ns=step_ns,
                         lateness_ns=int(args.lateness * 1e9), features_every=args.features_every,
                         model_status=status, status_book=book, drift=drift, labels_path=args.labels_file,
-                        drift_action=args.drift_action)
+                        drift_action=args.drift_action, override_clock=args.override_clock)
     svc = Service(engine, args.tp, os.environ.get("PRETRADE_USER", ""),
                   os.environ.get("PRETRADE_PASSWORD", ""))
     threading.Thread(target=svc.subscribe_forever, name="rte-feed", daemon=True).start()
@@ -924,5 +1047,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "limits, scored in shadow, until a person's .rte.approve). The default is alert "
                         "because the thresholds were measured on 10-instrument markets; a 2-instrument "
                         "market measures past them (docs/models.md, Drift and governance)")
+    p.add_argument("--override-clock", choices=CLOCKS, default="wall",
+                   help="what a person's .rte.override seconds count: wall (default: the wall clock, "
+                        "\"for the next 10 minutes\", also across a restart) or event (the data's clock; "
+                        "for an engine on replayed data, so an override lasts that much market time at "
+                        "any replay speed)")
     p.add_argument("--no-drift", action="store_true",
                    help="switch drift monitoring off (the model is then never taken off for drift)")

@@ -20,8 +20,9 @@ ALL = ""  # the strategy (or instrument) key meaning "every one"
 
 
 @dataclass(frozen=True, slots=True)
-class StaticLimits:
-    """Ceilings for one instrument and strategy."""
+class LimitValues:
+    """The six limit values, declared once: the static ceilings (StaticLimits), the policy's
+    tier-scaled values and each published `limits` row (Limit) are all LimitValues."""
 
     max_qty: int
     max_notional: float
@@ -29,6 +30,20 @@ class StaticLimits:
     passive_band_bps: float
     max_position: int
     max_rate: int
+
+
+LIMIT_FIELDS = tuple(f.name for f in fields(LimitValues))
+
+
+def column_name(name: str) -> str:
+    """The `limits` table's column of a limit field: max_qty -> maxQty."""
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticLimits(LimitValues):
+    """Ceilings for one instrument and strategy (validated: finite, >= 0, passive band >= band)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -110,16 +125,13 @@ class RiskConfig:
         return [ALL, *self.strategies]
 
 
-_STATIC_FIELDS = {f.name for f in fields(StaticLimits)}
-
-
 def _overrides(section: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     out = {}
     for name, values in section.items():
-        unknown = set(values) - _STATIC_FIELDS
+        unknown = set(values) - set(LIMIT_FIELDS)
         if unknown:
             raise ValueError(f"limits config [{where}.{name}]: unknown fields {sorted(unknown)}; "
-                             f"known: {sorted(_STATIC_FIELDS)}")
+                             f"known: {sorted(LIMIT_FIELDS)}")
         out[name] = dict(values)
     return out
 
@@ -155,9 +167,9 @@ def load_config(path: str | Path | None = None) -> RiskConfig:
         raise ValueError(f"{p}: {e}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """The dynamic limits of one instrument and strategy: one row of the `limits` table."""
+@dataclass(frozen=True)
+class _LimitKey:
+    """The leading columns of a `limits` row: the first fields of Limit."""
 
     time: int              # ns since the epoch (event time of the cycle that set it)
     sym: str
@@ -166,12 +178,15 @@ class Limit:
     tier: str
     state: str
     halt: str              # why HALTED is latched: "" (not latched), "breaker", "kill"
-    max_qty: int
-    max_notional: float
-    band_bps: float
-    passive_band_bps: float
-    max_position: int
-    max_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limit(LimitValues, _LimitKey):
+    """The dynamic limits of one instrument and strategy: one row of the `limits` table.
+
+    Fields in column order: _LimitKey's (time .. halt), LimitValues' (max_qty .. max_rate), then
+    the explanation below (dataclass fields run from the last base to the class itself)."""
+
     score: float = math.nan
     top: str = ""          # top contributing features, comma separated
     model: str = ""

@@ -12,17 +12,31 @@ Rules (each has a test in tests/test_risk_policy.py):
   halt; after a reset an instrument still in Critical is REDUCING until its tier drops.
 - With the model deactivated (or failed) every instrument is on its static limits; halts stay.
 - Every change of a limit row is a new `Limit` with the next `seq` and a reason.
+- A person's override sets one limit within its static ceiling for a time on its clock: the wall
+  clock in a live engine ("for the next 10 minutes"), event time on replayed data. Its audit text
+  carries the value and expiry, so a restart restores it from the journal (`parse_override`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pretrade.risk.limits import ALL, TIERS, Limit, PolicyConfig, RiskConfig, StaticLimits
+from pretrade.risk.limits import (
+    ALL,
+    LIMIT_FIELDS,
+    TIERS,
+    Limit,
+    LimitValues,
+    PolicyConfig,
+    RiskConfig,
+    StaticLimits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +81,13 @@ def step_tiers(tier: np.ndarray, calm_since: np.ndarray, score: np.ndarray, scor
     return new_tier, new_calm
 
 
-@dataclass(frozen=True, slots=True)
-class Scaled:
-    """Limit values for one tier, before the trading state is applied."""
-
-    max_qty: int
-    max_notional: float
-    band_bps: float
-    passive_band_bps: float
-    max_position: int
-    max_rate: int
-
-
-def scale(lim: StaticLimits, tier: int, cfg: PolicyConfig) -> Scaled:
-    """The static ceilings scaled for `tier`; never above a ceiling (tier < 0: the ceilings)."""
+def scale(lim: StaticLimits, tier: int, cfg: PolicyConfig) -> LimitValues:
+    """The static ceilings scaled for `tier`, before the trading state is applied; never above a
+    ceiling (tier < 0: the ceilings)."""
     if tier < 0:
-        return Scaled(lim.max_qty, lim.max_notional, lim.band_bps, lim.band_bps, lim.max_position,
-                      lim.max_rate)
-    return Scaled(
+        return LimitValues(lim.max_qty, lim.max_notional, lim.band_bps, lim.band_bps,
+                           lim.max_position, lim.max_rate)
+    return LimitValues(
         max_qty=min(lim.max_qty, int(math.floor(lim.max_qty * cfg.qty_scale[tier]))),
         max_notional=min(lim.max_notional, lim.max_notional * cfg.qty_scale[tier]),
         band_bps=min(lim.band_bps, lim.band_bps * cfg.band_scale[tier]),
@@ -92,6 +95,51 @@ def scale(lim: StaticLimits, tier: int, cfg: PolicyConfig) -> Scaled:
         max_position=min(lim.max_position, int(math.floor(lim.max_position * cfg.position_scale[tier]))),
         max_rate=min(lim.max_rate, int(math.floor(lim.max_rate * cfg.rate_scale[tier]))),
     )
+
+
+CLOCKS = ("wall", "event")
+MAX_OVERRIDE_S = 7 * 86400.0  # an override longer than a week is a static limit change
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A person's temporary value for one limit, in force until `until` (ns) on its clock: "wall"
+    (a risk officer's minutes, live) or "event" (the data's clock: as much market time at any
+    replay speed)."""
+
+    value: float
+    until: int
+    clock: str = "event"
+
+    def expired(self, now: int, wall: int | None) -> bool:
+        """Whether its time is up at event time `now` and wall time `wall` (None: unknown, held)."""
+        t = now if self.clock == "event" else wall
+        return t is not None and self.until <= t
+
+
+def _stamp(ns: int) -> str:
+    return f"{np.datetime_as_string(np.datetime64(ns, 'ns'), unit='ns')}Z"
+
+
+def override_text(who: str, sym: str, strategy: str, name: str, o: Override, seconds: float) -> str:
+    """The audit text of an override (its riskAlert row); `parse_override` reads it back."""
+    return (f"override by {who} on {sym}/{strategy or '*'}: {name} = {o.value:.15g} for {seconds:g} s, "
+            f"until {_stamp(o.until)} ({o.clock} clock)")
+
+
+_OVERRIDE = re.compile(r": (\w+) = (\S+) for (\S+) s(?:, until (\S+)Z \((wall|event) clock\))?")
+
+
+def parse_override(text: str, at: int) -> tuple[str, Override] | None:
+    """(limit name, Override) from an override alert's text, None if it is not one. Text from
+    before the expiry was written in it counts its seconds in event time from `at`, its time."""
+    m = _OVERRIDE.search(text)
+    if m is None:
+        return None
+    name, value, seconds, stamp, clock = m.groups()
+    if stamp is None:
+        return name, Override(float(value), at + int(float(seconds) * 1e9), "event")
+    return name, Override(float(value), int(np.datetime64(stamp, "ns").astype(np.int64)), clock)
 
 
 @dataclass(frozen=True)
@@ -191,8 +239,8 @@ class Policy:
     calm_since: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     last: dict[tuple[str, str], Limit] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)
-    # a person's temporary override: (sym, strategy) -> {Scaled field: (value, until ns)}
-    overrides: dict[tuple[str, str], dict[str, tuple[float, int]]] = field(default_factory=dict)
+    # people's temporary overrides: (sym, strategy) -> {limit field: Override}
+    overrides: dict[tuple[str, str], dict[str, Override]] = field(default_factory=dict)
 
     def _ensure(self, syms: list[str]) -> tuple[np.ndarray, list[int]]:
         """Index of each sym in the state arrays, registering new ones; and the positions (in
@@ -213,9 +261,15 @@ class Policy:
             self.calm_since = np.concatenate([self.calm_since, np.full(len(new), NO_TIME)])
         return idx, new
 
-    def cycle(self, now: int, scores: Scores) -> tuple[list[Limit], list[dict]]:
-        """Apply one cycle of scores at event time `now` (ns): changed limit rows and alerts."""
+    def tiers(self, syms: list[str]) -> np.ndarray:
+        """The current tier code of each of `syms` (registering new ones at Normal)."""
+        return self.tier[self._ensure(syms)[0]]
+
+    def cycle(self, now: int, scores: Scores, wall: int | None = None) -> tuple[list[Limit], list[dict]]:
+        """Apply one cycle of scores at event time `now` (ns): changed limit rows and alerts.
+        `wall` (ns) is the wall clock for overrides that run on it (None: they are held)."""
         cfg = self.config.policy
+        expired = self._drop_expired(now, wall) if self.overrides else set()
         idx, fresh = self._ensure(scores.syms)
         old = self.tier[idx]
         if self.controls.model_active:
@@ -244,16 +298,17 @@ class Policy:
         for k in sorted(set(changed.tolist()) | set(fresh)):  # tier changed, or never published
             rows += self._limits_for(now, scores.syms[k], int(new[k]), float(scores.score[k]),
                                      scores.top[k], scores.model, "cycle")
-        if self.overrides:
-            rows += self._expire_overrides(now, {r.sym for r in rows})
+        for sym in sorted(expired - {r.sym for r in rows}):
+            rows += self._republish(now, sym, "override expired")
         return rows, alerts
 
-    OVERRIDABLE = ("max_qty", "max_notional", "band_bps", "passive_band_bps", "max_position", "max_rate")
+    OVERRIDABLE = LIMIT_FIELDS
 
     def override(self, now: int, sym: str, strategy: str, name: str, value: float, seconds: float,
-                 who: str, note: str = "") -> tuple[list[Limit], list[dict]]:
-        """A person sets one limit of (sym, strategy) to `value` for `seconds` of engine time, never
-        above its static ceiling (ValueError if it would be); the changed rows and an audit alert."""
+                 who: str, note: str = "", wall: int | None = None) -> tuple[list[Limit], list[dict]]:
+        """A person sets one limit of (sym, strategy) to `value` for `seconds`, never above its
+        static ceiling (ValueError if it would be); the changed rows and an audit alert. The time
+        runs on the wall clock from `wall` (ns) when given, else on event time from `now`."""
         if name not in self.OVERRIDABLE:
             raise ValueError(f"limit {name!r} cannot be overridden; one of {', '.join(self.OVERRIDABLE)}")
         if sym not in self._index:
@@ -261,31 +316,51 @@ class Policy:
         if strategy not in self.config.strategy_keys():
             raise ValueError(f"unknown strategy {strategy!r}; configured: {', '.join(self.config.strategy_keys()[1:])}")
         ceiling = getattr(self.config.static(sym, strategy), name)
-        if not 0 <= value <= ceiling or seconds <= 0:
+        if not 0 <= value <= ceiling or not 0 < seconds <= MAX_OVERRIDE_S:
             raise ValueError(f"{name} {value:g} for {seconds:g} s is outside the static bounds "
-                             f"[0, {ceiling:g}] of {sym}/{strategy or '*'} (or the time is not positive)")
-        until = now + int(seconds * 1e9)
-        self.overrides.setdefault((sym, strategy), {})[name] = (value, until)
+                             f"[0, {ceiling:g}] of {sym}/{strategy or '*'} (or the time is not in "
+                             f"(0, {MAX_OVERRIDE_S:g}] s)")
+        o = Override(float(value), (now if wall is None else wall) + int(seconds * 1e9),
+                     "event" if wall is None else "wall")
+        self.overrides.setdefault((sym, strategy), {})[name] = o
         rows = self._republish(now, sym, f"override {name}={value:g} for {seconds:g}s by {who}")
-        text = f"override by {who} on {sym}/{strategy or '*'}: {name} = {value:g} for {seconds:g} s"
+        text = override_text(who, sym, strategy, name, o, seconds)
         log.warning("%s %s", text, note)
         return rows, [self._alert(now, sym, "warning", "override", "", who,
                                   f"{text}: {note}" if note else text, strategy)]
 
-    def _expire_overrides(self, now: int, done: set[str]) -> list[Limit]:
-        """Drop overrides whose time is up and republish their instruments' rows."""
-        rows: list[Limit] = []
+    def _drop_expired(self, now: int, wall: int | None) -> set[str]:
+        """Drop the overrides whose time is up; the instruments they were on."""
+        syms = set()
         for key in list(self.overrides):
-            held = {k: v for k, v in self.overrides[key].items() if v[1] > now}
-            if len(held) == len(self.overrides[key]):
+            cur = self.overrides[key]
+            held = {k: o for k, o in cur.items() if not o.expired(now, wall)}
+            if len(held) == len(cur):
                 continue
+            log.warning("override of %s/%s ended: %s", key[0], key[1] or "*",
+                        ", ".join(f"{k}={o.value:g} ({o.clock} clock)" for k, o in cur.items() if k not in held))
             if held:
                 self.overrides[key] = held
             else:
                 del self.overrides[key]
-            if key[0] not in done:
-                rows += self._republish(now, key[0], "override expired")
-                done.add(key[0])
+            syms.add(key[0])
+        return syms
+
+    def expire_overrides(self, now: int, wall: int | None) -> list[Limit]:
+        """Between cycles (a quiet market still has a wall clock): drop the overrides whose time
+        is up and republish their instruments' rows at event time `now`."""
+        rows: list[Limit] = []
+        for sym in sorted(self._drop_expired(now, wall)) if self.overrides else ():
+            rows += self._republish(now, sym, "override expired")
+        return rows
+
+    def reconcile(self, now: int, wall: int | None) -> list[Limit]:
+        """After `restore`: end overrides whose time ran out while down, then republish any
+        instrument whose rows differ from what the restored state gives (an audited action whose
+        rows a crash cut off). In the usual case nothing differs and nothing is published."""
+        rows = self.expire_overrides(now, wall)
+        for sym in list(self.syms):
+            rows += self._republish(now, sym, "restart: limits follow the audit trail")
         return rows
 
     def _republish(self, now: int, sym: str, why: str) -> list[Limit]:
@@ -304,8 +379,8 @@ class Policy:
             v = scale(static, tier if active else -1, cfg)
             held = self.overrides.get((sym, strategy))
             if held:  # within the static ceiling, whatever the tier says
-                v = replace(v, **{k: type(getattr(v, k))(min(val, getattr(static, k)))
-                                  for k, (val, until) in held.items() if until > now})
+                v = replace(v, **{k: type(getattr(v, k))(min(o.value, getattr(static, k)))
+                                  for k, o in held.items()})
             state, halt = trading_state(sym, strategy, tier if active else 0, self.controls, cfg)
             prev = self.last.get((sym, strategy))
             tier_name = TIERS[tier] if active else "NORMAL"
@@ -371,9 +446,12 @@ class Policy:
         return rows, [self._alert(now, ALL, "critical", "model", TIERS[CRITICAL], "automation",
                                   f"model failed, static limits in force: {cause}")]
 
-    def restore(self, rows: list[Limit], actions: list[Action] = ()) -> None:
+    def restore(self, rows: list[Limit], actions: list[Action] = (),
+                overrides: Iterable[tuple[str, str, str, Override]] = ()) -> None:
         """Rebuild from what was published, in journal order: the limit rows (seq, last values,
-        tiers, tripped breakers) and the audited actions (kill switches, resets, model on/off)."""
+        tiers, tripped breakers), the audited actions (kill switches, resets, model on/off) and
+        the overrides, as (sym, strategy, limit field, Override). Overrides whose time is up are
+        kept until the next cycle or `expire_overrides`, which republishes their rows."""
         for a in actions:
             self.controls = apply_action(self.controls, a)
         for lim in rows:
@@ -387,3 +465,6 @@ class Policy:
             if lim.halt == "breaker":
                 breakers.add(sym)
         self.controls = replace(self.controls, breakers=frozenset(breakers))
+        for sym, strategy, name, o in overrides:
+            self._ensure([sym])
+            self.overrides.setdefault((sym, strategy), {})[name] = o
