@@ -173,3 +173,21 @@ def test_a_status_copied_from_another_versions_card_does_not_carry_over(book, tm
     card = json.loads((tmp_path / "vae.json").read_text())
     (tmp_path / "vae.json").write_text(json.dumps({**card, "version": "v9"}))  # recalibrated copy
     assert book.status("vae") == "candidate"
+
+
+def test_a_recalibration_outside_pretrade_train_also_enters_as_candidate(book, tmp_path):
+    """`python -m pretrade.models.train_vae --recalibrate` rewrites the card with a new version:
+    record_training registers it, so the approval of the version it replaces does not carry over."""
+    from pretrade.models.status import record_training
+
+    book.change("vae", "shadow", "alice", "try")
+    book.change("vae", "approved", "bob", "ok")
+
+    def recalibrate() -> None:
+        card = json.loads((tmp_path / "vae.json").read_text())
+        (tmp_path / "vae.json").write_text(json.dumps({**card, "version": "v1-recal"}))
+
+    (change,) = record_training(tmp_path, recalibrate, "carol", "recalibrated")
+    assert (change.version, change.new, change.who) == ("v1-recal", "candidate", "carol")
+    assert book.status("vae") == "candidate" and book.status("fatfinger") == "candidate"
+    assert record_training(tmp_path, lambda: None, "carol", "nothing new") == []   # no new version

@@ -18,9 +18,11 @@ scores do not set limits; a retired one is not loaded.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,6 +204,20 @@ class StatusBook:
             except (OSError, ValueError):
                 continue
         return names
+
+
+def record_training(folder: str | Path, train: Callable[[], Any], who: str, why: str) -> list[Change]:
+    """Run `train` (which writes into `folder`) and enter each new version it wrote as a candidate,
+    with who trained it and why; logs what now waits for a person's approval."""
+    book = StatusBook(folder)
+    before = book.cards()
+    train()
+    changes = book.after_training(before, who or getpass.getuser(), why)
+    for c in changes:
+        log.warning("%s %s is a candidate: scored in shadow, not binding, until a person approves it "
+                    "(pretrade model-status approve %s --who NAME --why TEXT, or .rte.approve)",
+                    c.model, c.version, c.model)
+    return changes
 
 
 # ---- `pretrade model-status` ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ days, epochs, recalibration alone) are on `python -m pretrade.models.train_vae -
 from __future__ import annotations
 
 import argparse
-import getpass
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -84,23 +84,15 @@ def run(args: argparse.Namespace) -> int:
     labels = labels if labels is not None and labels.exists() else None
     if labels is not None:
         log.info("human labels from %s", labels)
-    from pretrade.models.status import StatusBook
+    from pretrade.models.status import record_training
 
-    book = StatusBook(args.out)
-    who = getattr(args, "who", "") or getpass.getuser()
+    seed = "its own seed" if args.seed is None else f"seed {args.seed}"
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         log.info("[%d/%d] training %s: %s", i, len(names), name, TRAINERS[name][1])
-        before = book.cards()
-        if name in LABELLED:
-            TRAINERS[name][0](args.seed, args.out, labels)
-        else:
-            TRAINERS[name][0](args.seed, args.out)
-        seed = "its own seed" if args.seed is None else f"seed {args.seed}"
-        for c in book.after_training(before, who, f"trained by `pretrade train --model {name}` ({seed})"):
-            log.warning("%s %s is a candidate: scored in shadow, not binding, until a person approves "
-                        "it (pretrade model-status approve %s --who NAME --why TEXT, or .rte.approve)",
-                        c.model, c.version, c.model)
+        train, extra = TRAINERS[name][0], ((labels,) if name in LABELLED else ())
+        record_training(args.out, functools.partial(train, args.seed, args.out, *extra), getattr(args, "who", ""),
+                        f"trained by `pretrade train --model {name}` ({seed})")
         log.info("[%d/%d] %s done in %.0f s; written to %s", i, len(names), name,
                  time.perf_counter() - t0, args.out)
     return 0

@@ -339,24 +339,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep OUT/vae.onnx's weights; refit its thresholds and validation, rewrite its card",
     )
+    parser.add_argument("--who", default="", help="who trains, recorded with the new version in the "
+                        "models folder's status log (a candidate until a person approves it; default: "
+                        "the login name)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pretrade.models.status import record_training
+
     if args.walk_forward:
         attach_walk_forward(Path(args.out) / "vae.onnx", args.walk_forward)
         return 0
     if args.recalibrate:
-        recalibrate(Path(args.out) / "vae.onnx", tuple(args.cal_seeds), args.val_seed, args.duration)
+        record_training(args.out, lambda: recalibrate(Path(args.out) / "vae.onnx", tuple(args.cal_seeds),
+                                                      args.val_seed, args.duration),
+                        args.who, "recalibrated by `python -m pretrade.models.train_vae --recalibrate`")
         return 0
-    train(
-        args.out,
-        tuple(args.train_seeds),
-        tuple(args.cal_seeds),
-        args.val_seed,
-        args.duration,
-        args.seed,
-        epochs=args.epochs,
-    )
+    record_training(args.out, lambda: train(args.out, tuple(args.train_seeds), tuple(args.cal_seeds),
+                                            args.val_seed, args.duration, args.seed, epochs=args.epochs),
+                    args.who, f"trained by `python -m pretrade.models.train_vae` (seed {args.seed})")
     return 0
 
 
