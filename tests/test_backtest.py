@@ -99,7 +99,7 @@ def test_walk_forward_and_report_end_to_end(tmp_path):
     from pretrade.backtest.fatfinger import run_walk_forward
     from pretrade.backtest.report import write_report
 
-    d = _orderset()
+    d = _orderset(6000)  # enough rows per fold for its out-of-fold threshold
     res = run_walk_forward(d, n_folds=2, embargo_s=60, seed=0)
     assert len(res.folds) == 2
     for f in res.folds:

@@ -175,3 +175,31 @@ def test_fat_finger_labels_match_the_orders() -> None:
     shifted = priced[priced.orderid.isin(errors.query("kind == 'price_decimal_shift'").orderid)]
     ratio = shifted.price / shifted.mid
     assert len(shifted) and ((ratio > 5) | (ratio < 0.2)).all()
+
+
+def test_the_fat_finger_desk_is_the_same_people_day_after_day() -> None:
+    """The firm seed fixes the desk: another day (seed) brings the same traders with habits that
+    drift a little (and now and then a newcomer or a new instrument); another firm, other habits."""
+    from pretrade.market.instruments import resolve
+    from pretrade.market.orderflow import OrderFlow
+
+    insts = resolve(None)
+
+    def desk(day_seed: int, firm_seed: int = 7) -> dict:
+        flow = OrderFlow(np.random.default_rng(day_seed), insts, 600, 0, 0.0, 600.0, 0.0, firm_seed)
+        return {t.account: t for t in flow.traders}
+
+    days = [desk(s) for s in range(11, 21)]
+    regulars = [f"ACC0{k}" for k in range(1, 9)]
+    for d in days:
+        assert set(regulars) <= set(d)
+        for acc in regulars:
+            base = days[0][acc]
+            assert 0.5 < d[acc].size_lots / base.size_lots < 2.0  # drift, not a new person
+            assert abs(d[acc].peak_tod - base.peak_tod) < 0.2
+    usual = {acc: set.intersection(*(set(d[acc].syms) for d in days)) for acc in regulars}
+    assert all(usual.values())  # every regular keeps instruments they trade every day
+    assert any(set(d[acc].syms) - usual[acc] for d in days for acc in regulars)  # some try another one
+    assert any(set(d) - set(regulars) for d in days)  # a newcomer joins on some days
+    assert [t.size_lots for t in desk(11).values()] != [t.size_lots for t in desk(11, firm_seed=8).values()]
+    assert [t.size_lots for t in desk(11).values()] == [t.size_lots for t in desk(11).values()]  # seeded

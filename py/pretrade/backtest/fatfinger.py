@@ -2,17 +2,17 @@
 
 Simulated days (seeds never used to train the shipped model) are laid end to end, one calendar
 day apart, after a history of earlier days (the training and calibration days the shipped
-model is trained on, which every fold may train on and none is tested on). Each fold retrains the
-model on everything before its test window (minus an embargo), calibrates and sets its block
-threshold on the latest quarter of that training data, tunes the static limits on the same
-training data, and scores the test window. The out-of-fold predictions of all folds give the
-report's figures.
+model is trained on, which every fold may train on and none is tested on); one desk trades
+them all and its history carries from day to day. Each fold retrains the model on everything
+before its test window (minus an embargo), calibrates and sets its block threshold on
+out-of-fold margins of that training data (pretrade.models.fatfinger.fit_calibrated), tunes
+the static limits on the same training data, and scores the test window. The out-of-fold
+predictions of all folds give the report's figures.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,20 +21,16 @@ import numpy as np
 import pandas as pd
 
 from pretrade.backtest.baseline import StaticLimits, tune_static_limits
-from pretrade.backtest.folds import Fold, walk_forward
+from pretrade.backtest.folds import walk_forward
 from pretrade.backtest.metrics import classification_report
 from pretrade.models.fatfinger import (
     OrderSet,
     calibrate,
-    fit_classifier,
-    fit_platt,
+    fit_calibrated,
     margins,
-    simulated_orders,
-    threshold_for_fpr,
 )
 
 log = logging.getLogger(__name__)
-DAY = pd.Timedelta(days=1)
 
 
 @dataclass
@@ -69,45 +65,25 @@ class WalkForwardResult:
         return classification_report(d.y.astype(bool), p, f, d.kind, d.gross, d.time)
 
 
-def simulate_days(seeds: list[int], duration: int, start: str = "2026-11-20 14:30:00",
-                  params: list[dict[str, float]] | None = None) -> OrderSet:
-    """One fat-finger day per seed, the k-th starting k calendar days after `start`, simulated
-    with `params[k]` (the scenario's SIM_PARAMS when None)."""
-    t0, parts = time.perf_counter(), []
-    for k, s in enumerate(seeds):
-        day_start = (pd.Timestamp(start) + k * DAY).strftime("%Y-%m-%d %H:%M:%S")
-        day = simulated_orders(s, duration, start=day_start, **(params[k] if params else {}))
-        parts.append(day.take(np.argsort(day.time, kind="stable")))  # a duplicate can trail a later order
-        log.info("day %d (seed %d): %d orders, %d errors (%.0f s)", k, s, len(parts[-1]),
-                 int(parts[-1].y.sum()), time.perf_counter() - t0)
-    return OrderSet.concat(parts)
-
-
-def _split_fit_cal(fold: Fold, frac: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
-    """A fold's training rows: the earlier part to fit, the latest part to calibrate on."""
-    cut = int(len(fold.train) * frac)
-    return fold.train[:cut], fold.train[cut:]
-
-
 def run_walk_forward(data: OrderSet, n_folds: int = 3, embargo_s: float = 600.0, seed: int = 0,
-                     min_train: float = 0.34, history: OrderSet | None = None) -> WalkForwardResult:
+                     min_train: float = 0.34, history: OrderSet | None = None,
+                     fit_only_days: tuple[int, ...] = ()) -> WalkForwardResult:
     """Retrain-and-test over chronological folds; model vs static limits on every test window.
 
     The first `min_train` of `data` only trains. `history` (optional, all earlier than `data`) is
     prepended: every fold trains on it, none tests on it (the guard refuses a history that is not
-    earlier). The result's `data` is then history + data."""
+    earlier). The result's `data` is then history + data. `fit_only_days`: days (seeds) simulated
+    with a richer error rate than the test days; they train but do not calibrate."""
     if history is not None and len(history):
         n_hist = len(history)
         data = OrderSet.concat([history, data])
         min_train = (n_hist + 0.5 + min_train * (len(data) - n_hist)) / len(data)  # +0.5: no float slip into history
     test_all, p_all, f_all, s_all, fs_all, folds = [], [], [], [], [], []
     for fold in walk_forward(data.time, n_folds, int(embargo_s * 1e9), min_train):
-        fit, cal = _split_fit_cal(fold)
-        clf = fit_classifier(data.X[fit], data.y[fit], seed)
-        m_cal = margins(clf, data.X[cal])
-        platt = fit_platt(m_cal, data.y[cal])
-        thr = threshold_for_fpr(m_cal[data.y[cal] == 0])
-        m_test = margins(clf, data.X[fold.test])
+        tr = data.take(fold.train)
+        fitted = fit_calibrated(tr, seed, platt_rows=~np.isin(tr.day, fit_only_days))
+        platt, thr = fitted.platt, fitted.margin_threshold
+        m_test = margins(fitted.clf, data.X[fold.test])
         p = calibrate(m_test, platt)
         limits: StaticLimits = tune_static_limits(data.qty[fold.train], data.sym[fold.train],
                                                   data.X[fold.train], data.y[fold.train])

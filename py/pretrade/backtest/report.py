@@ -10,7 +10,7 @@ import numpy as np
 
 from pretrade.backtest.fatfinger import WalkForwardResult
 from pretrade.backtest.metrics import classification_report
-from pretrade.models.fatfinger import reliability_table
+from pretrade.models.fatfinger import TARGET_FPR, reliability_table
 from pretrade.models.order_features import FEATURES
 
 WARM_ORDERS = 5  # a trader's habit in an instrument counts as warmed up after this many orders
@@ -100,9 +100,10 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
            f"with {meta['history_params']['train']} and {meta['cal_seeds']} with {meta['history_params']['cal']} "
            "(the shipped model's training and calibration days). "
            if meta.get("history_seeds") or meta.get("cal_seeds") else "")
-        + f"{len(res.folds)} expanding-window folds, embargo {meta.get('embargo_s')} s; each fold retrains, "
-        "calibrates (Platt) and sets its threshold (at most 0.05% of valid orders flagged) on the latest "
-        "quarter of its training rows, and tunes the static limits on the same training rows.",
+        + "One desk (the scenario's firm seed) trades every day, and its history carries from day to day. "
+        f"{len(res.folds)} expanding-window folds, embargo {meta.get('embargo_s')} s; each fold retrains, "
+        f"calibrates (Platt) and sets its threshold (at most {TARGET_FPR:.2%} of valid orders flagged) on "
+        "out-of-fold margins of its training days, and tunes the static limits on the same training rows.",
         "",
         "The static limits as tuned block far more valid orders than the model; the third row scales "
         "them (one factor on both limits) until they block no more valid orders than the model did, "
@@ -129,8 +130,9 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
     d = res.data.take(res.test_idx)
     warm = d.X[:, FEATURES.index("trader_orders")] >= np.log1p(WARM_ORDERS)
     lines += ["", "## Recall by the trader's history in the instrument", "",
-              f"An error on one of a trader's first {WARM_ORDERS} orders in an instrument (in the day) has little "
-              "habit to be measured against: the cold start of each simulated day.", "",
+              f"An error on one of a trader's first {WARM_ORDERS} orders in an instrument has little habit to be "
+              "measured against: a trader new to the desk, or trying an instrument they never traded before "
+              "(the desk's history carries over from earlier days, as the gateway's does).", "",
               "| trader's earlier orders in the instrument | gross recall (n) | subtle recall (n) | valid flagged |",
               "|---|---|---|---|"]
     for name, sel in ((f">= {WARM_ORDERS}", warm), (f"< {WARM_ORDERS} (cold start)", ~warm)):

@@ -4,6 +4,11 @@ Traders and strategies each have habits: the instruments they trade, their usual
 of day they are active, limit or marketable orders, and how far from the touch they price. Most
 orders are valid; a small share carry one of the errors seen in real incidents. Each erroneous
 order's id and kind are ground truth (labels) for the order-entry error model.
+
+The desk is persistent: its traders and their habits come from a firm seed that stays the same
+from day to day (as the people do), while each day's seed drives that day's market and order
+timing, a little drift in every habit, a trader now and then trying an instrument they do not
+usually trade, and the direction each trader works in each instrument (mostly yesterday's).
 """
 
 from __future__ import annotations
@@ -36,20 +41,45 @@ class Trader:
     offset: float          # mean passive distance from the touch, in ticks
 
 
+def _draw_trader(rng: np.random.Generator, n_inst: int, account: str, strategy: str, k: int) -> Trader:
+    """One trader's habits, drawn from `rng`."""
+    n_syms = int(rng.integers(1, min(4, n_inst) + 1))
+    syms = tuple(sorted(rng.choice(n_inst, size=n_syms, replace=False).tolist()))
+    return Trader(account, strategy, syms,
+                  size_lots=float(np.exp(rng.uniform(0, 3.5) + (1.0 if strategy == "BLOCK" else 0))),
+                  peak_tod=float(rng.choice([0.05, 0.3, 0.5, 0.7, 0.95])),
+                  width=float(rng.uniform(0.1, 0.4)),
+                  p_limit=float(rng.uniform(0.5, 0.95)),
+                  offset=float(rng.uniform(0.0, 4.0)) if k % 3 else 0.5)
+
+
 def make_traders(rng: np.random.Generator, n_inst: int) -> list[Trader]:
-    """Eight traders/strategies with distinct, seeded habits."""
+    """The desk: eight traders/strategies with distinct habits, drawn from the firm's generator."""
     names = [("ACC01", "VWAP"), ("ACC02", "TWAP"), ("ACC03", "POV"), ("ACC04", "PAIRS"),
              ("ACC05", "MANUAL"), ("ACC06", "HEDGE"), ("ACC07", "ARB"), ("ACC08", "BLOCK")]
+    return [_draw_trader(rng, n_inst, acc, strat, k) for k, (acc, strat) in enumerate(names)]
+
+
+def day_traders(desk: list[Trader], rng: np.random.Generator, n_inst: int,
+                p_new_sym: float = 0.15, p_new_trader: float = 0.3) -> list[Trader]:
+    """Today's habits of the desk: each drifts a little, and with probability `p_new_sym` a
+    trader also trades one instrument outside their usual set today; with probability
+    `p_new_trader` a new trader (an account never seen before) joins for the day. Both are cold
+    starts for the model: no history in those instruments."""
     out = []
-    for k, (acc, strat) in enumerate(names):
-        n_syms = int(rng.integers(1, min(4, n_inst) + 1))
-        syms = tuple(sorted(rng.choice(n_inst, size=n_syms, replace=False).tolist()))
-        out.append(Trader(acc, strat, syms,
-                          size_lots=float(np.exp(rng.uniform(0, 3.5) + (1.0 if strat == "BLOCK" else 0))),
-                          peak_tod=float(rng.choice([0.05, 0.3, 0.5, 0.7, 0.95])),
-                          width=float(rng.uniform(0.1, 0.4)),
-                          p_limit=float(rng.uniform(0.5, 0.95)),
-                          offset=float(rng.uniform(0.0, 4.0)) if k % 3 else 0.5))
+    for tr in desk:
+        drift = np.exp(rng.normal(0.0, 0.1, 3))
+        syms = tr.syms
+        others = [i for i in range(n_inst) if i not in syms]
+        if others and rng.random() < p_new_sym:
+            syms = tuple(sorted((*syms, int(rng.choice(others)))))
+        out.append(Trader(tr.account, tr.strategy, syms, size_lots=tr.size_lots * float(drift[0]),
+                          peak_tod=float(np.clip(tr.peak_tod + rng.normal(0.0, 0.03), 0.0, 1.0)),
+                          width=tr.width * float(drift[1]),
+                          p_limit=float(np.clip(tr.p_limit + rng.normal(0.0, 0.03), 0.3, 0.98)),
+                          offset=tr.offset * float(drift[2])))
+    if rng.random() < p_new_trader:
+        out.append(_draw_trader(rng, n_inst, f"NEW{int(rng.integers(1000, 10000))}", "MANUAL", len(out)))
     return out
 
 
@@ -57,11 +87,17 @@ class OrderFlow:
     """A seeded schedule of the firm's orders; priced from the market's mids as the run goes."""
 
     def __init__(self, rng: np.random.Generator, insts: list[Instrument], n_sec: int,
-                 start_ns: int, start_tod: float, orders_per_hour: float, error_rate: float) -> None:
+                 start_ns: int, start_tod: float, orders_per_hour: float, error_rate: float,
+                 firm_seed: int = 7) -> None:
         if not 0 <= error_rate <= 1:
             raise ValueError(f"error_rate {error_rate} must be in [0, 1]")
         self.insts, self.start_ns = insts, start_ns
-        self.traders = make_traders(rng, len(insts))
+        firm = np.random.default_rng(firm_seed)
+        desk = make_traders(firm, len(insts))
+        usual_direction = firm.choice([1, -1], size=(len(desk), len(insts)))
+        self.traders = day_traders(desk, rng, len(insts))
+        newcomers = rng.choice([1, -1], size=(len(self.traders) - len(desk), len(insts)))
+        usual_direction = np.vstack([usual_direction, newcomers])
         n_cand = rng.poisson(orders_per_hour * n_sec / 3600 * 2)
         t = np.sort(rng.random(n_cand) * n_sec)
         who = rng.integers(0, len(self.traders), n_cand)
@@ -75,8 +111,9 @@ class OrderFlow:
         self.u = rng.random((n, 4))
         self.z = rng.standard_normal(n)
         self.err = np.where(rng.random(n) < error_rate, rng.integers(0, len(ERROR_KINDS), n), -1)
-        # each trader works one direction per instrument (wrong side is the opposite)
-        self.direction = rng.choice([1, -1], size=(len(self.traders), len(insts)))
+        # each trader works one direction per instrument in a day (wrong side is the opposite),
+        # mostly the same as yesterday
+        self.direction = np.where(rng.random(usual_direction.shape) < 0.2, -usual_direction, usual_direction)
         self.errors: list[dict] = []
         self._seq = 0
 
@@ -99,7 +136,7 @@ class OrderFlow:
         df["time"] = pd.to_datetime(df["time"].astype("int64"), unit="ns")
         df["qty"] = df["qty"].astype("int64")
         df["price"] = df["price"].astype("float64")
-        return df
+        return df.sort_values("time", kind="stable", ignore_index=True)  # a duplicate can trail a later order
 
     def _order(self, j: int, tr: Trader, i: int, ins: Instrument, mid: float) -> list[tuple]:
         u, side = self.u[j], int(self.direction[self.who[j], i])

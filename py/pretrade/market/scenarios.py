@@ -171,10 +171,10 @@ def flash_crash(ctx: Context, at: float, sym: str, severity: float, speed: float
     return plan
 
 
-def fat_finger(ctx: Context, orders_per_hour: float, error_rate: float) -> Plan:
+def fat_finger(ctx: Context, orders_per_hour: float, error_rate: float, firm_seed: int) -> Plan:
     plan = normal(ctx, 1.0)
     plan.orderflow = OrderFlow(ctx.rng, ctx.insts, ctx.n_sec, ctx.start_ns, ctx.start_tod,
-                               orders_per_hour, error_rate)
+                               orders_per_hour, error_rate, firm_seed)
     return plan
 
 
@@ -190,8 +190,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("flash-crash", "an iceberg seller overwhelms `sym` at `at`: spread 1->3 ticks, ~2% fall in `speed` s, partial recovery",
              {"at": 0.5, "sym": "", "severity": 0.02, "speed": 45.0, "recovery": 0.5,
               "recovery_time": 300.0, "clip": 100, "interval": 1.0}, flash_crash),
-    Scenario("fat-finger", "the firm's own order flow (order table) with labelled erroneous orders",
-             {"orders_per_hour": 600.0, "error_rate": 0.03}, fat_finger),
+    Scenario("fat-finger", "the firm's own order flow (order table) with labelled erroneous orders; "
+             "`firm_seed` fixes the desk (traders and habits) across days, the run's seed drives the day",
+             {"orders_per_hour": 600.0, "error_rate": 0.03, "firm_seed": 7}, fat_finger),
 ]}
 
 
