@@ -1,10 +1,22 @@
 """Benchmark of the FIX gateway: in-process check latency (with and without the fat-finger
-model), limit lookup time, and FIX round trips over loopback beside a bare QuickFIX acceptor
-measured in the same run.
+model), impact advice, limit lookup time, and FIX round trips over loopback beside a bare
+QuickFIX acceptor measured in the same run.
 
     .venv/bin/python scripts/bench_gateway.py [--checks 20000] [--model-checks 5000] [--trips 2000]
+                                              [--gap-us 1000] [--model models/fatfinger.onnx]
 
-Round trips (NewOrderSingle sent -> ExecutionReport received, one order in flight at a time):
+The flow is a desk's: 50 accounts, each with its own habitual size (orders vary around it,
+lognormal, sd 0.3 in log, lots of 100), one direction and passive prices ~3 ticks behind the
+touch, in a market trading 100,000 a minute. The fat-finger model's trader history is first
+warmed with the same desk's earlier orders at the same pace (order_features.warm_history, as
+`pretrade gateway` does from the HDB and RDB), so what the model flags is what it would flag
+live; the script prints what it flagged.
+
+Round trips (NewOrderSingle sent -> ExecutionReport received, one order in flight at a time,
+at most one every `--gap-us`, the pace of the desk's history). The client runs in its own
+process, as a real client does (in the gateway's process it would take the GIL from the session
+thread at every QuickFIX or onnxruntime call); the bare acceptor and the gateway share the
+server process and are measured in turn, interleaved four times:
   bare       client -> a QuickFIX acceptor that answers each order at once, no checks
   gateway    client -> gateway, every check run (the order passes all rules up to the restricted
              list, so it is answered by the gateway itself: same hop count as `bare`), without
@@ -17,7 +29,9 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "py"))
@@ -63,11 +78,51 @@ def fed_table(syms: dict[str, float], ttl_s: float = 1e9) -> LimitsTable:
     table.apply_limits([limit(s, i + 1) for i, s in enumerate(syms)])
     for s, mid in syms.items():
         table.bids[s], table.asks[s] = mid * 0.9999, mid * 1.0001
+        table.add_trade(s, 0, MINUTE_VOLUME)  # the market's last minute (kept: no later trade expires it)
     return table
 
 
+ACCOUNTS = 50
+MINUTE_VOLUME = 100_000  # the market's volume over the last minute, an input of the model
+
+
+def desk_flow(n: int, quotes: dict[str, tuple[float, float]], t0_ns: int, gap_ns: int, seed: int,
+              tick: float = 0.01) -> pd.DataFrame:
+    """n new orders of a desk of ACCOUNTS traders, one every gap_ns from t0_ns, in the schema's
+    `order` columns plus the prevailing bid/ask: each trader has a habitual size (orders vary
+    around it, lognormal sd 0.3, in lots of 100), one direction (as the simulator's desk: one
+    direction per trader and day), and passive prices ~3 ticks behind the touch (1 + exponential)."""
+    rng = np.random.default_rng(seed)
+    habit = np.random.default_rng(1)  # the traders' habits do not depend on the day
+    base = habit.integers(1, 40, ACCOUNTS) * 100
+    direction = habit.random(ACCOUNTS) < 0.5  # as the simulator's desk: one direction per trader a day
+    syms = list(quotes)
+    acct = rng.integers(0, ACCOUNTS, n)
+    sym = [syms[k] for k in rng.integers(0, len(syms), n)]
+    buy = direction[acct]
+    qty = np.maximum(1, np.round(base[acct] * rng.lognormal(0.0, 0.3, n) / 100)).astype(np.int64) * 100  # lots
+    bid = np.array([quotes[s][0] for s in sym])
+    ask = np.array([quotes[s][1] for s in sym])
+    behind = (1 + np.minimum(rng.exponential(3.0, n), 30).astype(np.int64)) * tick  # passive, mean ~3 ticks
+    price = np.round(np.where(buy, bid - behind, ask + behind), 6)
+    return pd.DataFrame({"time": (t0_ns + np.arange(n, dtype=np.int64) * gap_ns).astype("datetime64[ns]"),
+                         "sym": sym, "account": [f"T{k:02d}" for k in acct],
+                         "side": np.where(buy, "buy", "sell"), "qty": qty, "price": price, "ordtype": "limit",
+                         "bid": bid, "ask": ask})
+
+
+def warmed(gate: Gate, quotes: dict[str, tuple[float, float]], end_ns: int, gap_ns: int, n: int = 20_000) -> None:
+    """Give the gate's model the desk's earlier orders (the same habits, the same pace), ending
+    at end_ns, as `pretrade gateway` does from the HDB and RDB at start."""
+    from pretrade.models.order_features import warm_history
+
+    if gate.model is not None:
+        gate.history = warm_history(desk_flow(n, quotes, end_ns - n * gap_ns, gap_ns, seed=99))
+
+
 def bench_checks(n: int, model_path: str | None) -> list[int]:
-    """Latency of Gate.check for orders that pass every rule (synthetic clock: 100 orders/s)."""
+    """Latency of Gate.check on the desk's flow (synthetic clock: one order every 10 ms), history
+    warmed; orders that pass every rule and those the model flags alike."""
     model = None
     if model_path:
         from pretrade.models.fatfinger import FatFingerModel
@@ -76,18 +131,21 @@ def bench_checks(n: int, model_path: str | None) -> list[int]:
     cfg = load_config()
     table = fed_table({"ACME": 100.0})
     gate = Gate(table, cfg.checks, model=model)
+    t0, gap = 1_700_000_000_000_000_000, 10_000_000
+    quotes = {"ACME": (table.bids["ACME"], table.asks["ACME"])}
+    warmed(gate, quotes, t0, gap)
+    flow = desk_flow(n, quotes, t0, gap, seed=0)
+    orders = [Order(s, sd, int(q), float(p), "algo", a) for s, sd, q, p, a in
+              zip(flow["sym"], flow["side"], flow["qty"], flow["price"], flow["account"], strict=True)]
     gc.collect()
     gc.freeze()  # as `pretrade gateway` does after start
-    rng = np.random.default_rng(0)
-    qty = (rng.integers(1, 5, n) * 100).tolist()
-    px = np.round(100.0 - rng.integers(1, 20, n) * 0.01, 2).tolist()
-    out, t0, rejected = [], 1_700_000_000_000_000_000, 0
-    for i in range(n):
-        v = gate.check(Order("ACME", "buy" if i % 2 else "sell", qty[i], px[i], "algo", f"A{i % 1000}"),
-                       "bench", t0 + i * 10_000_000)
+    out, rejected = [], {}
+    for i, o in enumerate(orders):
+        v = gate.check(o, "bench", t0 + i * gap)
         out.append(v.latency_ns)
-        rejected += not v.decision.ok
-    print(f"  ({rejected} of {n} rejected; the rest passed every rule)")
+        if not v.decision.ok:
+            rejected[v.decision.code] = rejected.get(v.decision.code, 0) + 1
+    print(f"  (of {n}: rejected {rejected or 'none'}; the rest passed every rule)")
     return out[n // 10:]  # drop warm-up
 
 
@@ -194,27 +252,29 @@ def bare_acceptor(workdir: Path, port: int):
     return acc, app
 
 
-def round_trips(n: int, sid, timer: Timer, sym: str, price: float, tag: str, first: int = 0) -> list[int]:
-    """n orders one after another, alternating sides, each (qty, price) distinct within a run
-    so none is a duplicate; their round-trip times."""
+def round_trips(flow: pd.DataFrame, sid, timer: Timer, sym: str, tag: str, gap_ns: int) -> list[int]:
+    """The desk's orders (re-addressed to `sym`) one after another, one every gap_ns at most;
+    their round-trip times."""
     import quickfix as fix
 
     out = []
-    price = round(price, 2)  # on the cent grid, so distinct offsets give distinct prices
-    for i in range(first, first + n):
+    nxt = time.perf_counter_ns()
+    for i, (side, qty, price, acct) in enumerate(zip(flow["side"], flow["qty"], flow["price"], flow["account"],
+                                                     strict=True)):
         cl = f"{tag}{i}"
-        off = ((i // 2) // 40 % 100 + 5) * 0.01
-        msg = m.build(m.NEW_ORDER, {m.CL_ORD_ID: cl, m.SYMBOL: sym, m.SIDE: "1" if i % 2 else "2",
-                                    m.ORDER_QTY: 100 * (1 + (i // 2) % 40), m.ORD_TYPE: "2",
-                                    m.PRICE: round(price - off if i % 2 else price + off, 2),
+        msg = m.build(m.NEW_ORDER, {m.CL_ORD_ID: cl, m.SYMBOL: sym, m.SIDE: m.FIX_SIDE[side], m.ORDER_QTY: int(qty),
+                                    m.ORD_TYPE: "2", m.PRICE: float(price), m.ACCOUNT: acct,
                                     m.TRANSACT_TIME: m.utc_now()})
+        while time.perf_counter_ns() < nxt:  # pace: the desk's rate, as in its history
+            time.sleep(0)
         t = time.perf_counter_ns()
         fix.Session.sendToTarget(msg, sid)
         out.append(timer.wait(cl) - t)
-    return out[n // 10:]  # drop warm-up
+        nxt = t + gap_ns
+    return out[len(out) // 10:]  # drop warm-up
 
 
-def bench_fix(trips: int, model_path: str | None) -> dict:
+def bench_fix(trips: int, model_path: str | None, gap_us: float) -> dict:
     from pretrade.gateway.exchange import Venue, start_exchange
     from pretrade.gateway.service import GatewayService
 
@@ -238,43 +298,113 @@ def bench_fix(trips: int, model_path: str | None) -> dict:
                                **{f"ask{i + 1}": p * venue.insts["ACME"].tick for i, p in enumerate(ap)},
                                **{f"bsize{i + 1}": q for i, q in enumerate(bs)}, **{f"asize{i + 1}": q for i, q in enumerate(az)}}
     svc.table.rv_volume["ACME"] = (0.0004, 50_000.0)
+    for s in ("ACME", "RESTRICTED1"):
+        svc.table.add_trade(s, 0, MINUTE_VOLUME)
     svc.gateway.exchange_up.wait(15)
+    gap = int(gap_us * 1000)
+    quotes = {s: (svc.table.bids[s], svc.table.asks[s]) for s in ("ACME", "RESTRICTED1")}
+    warmed(svc.gate, quotes, time.time_ns(), gap or 250_000)  # unpaced: ~4,000 orders a second
+    ps: list[float] = []
+    score = svc.gate._scorer
+
+    def scorer(ctx, dyn, now_ns, memo):  # the model's probability per order, for the summary
+        inner = score(ctx, dyn, now_ns, memo)
+        if inner is None:
+            return None
+
+        def keep(o):
+            p = inner(o)
+            ps.append(p)
+            return p
+        return keep
+
+    svc.gate._scorer = scorer
     gc.collect()
     gc.freeze()
-    ini_b, _, tb, sid_b = initiator(tmp / "cb", bare_port, "CLIENT1", "BARE", None)
-    ini_g, _, tg, sid_g = initiator(tmp / "cg", gw_port, "CLIENT1", "PRETRADE", "bench")
-    res: dict[str, list[int]] = {"bare": [], "gateway": [], "gateway_model": [], "full": []}
+    # The client runs in its own process, as a real one does: in this one it would take the GIL
+    # from the gateway's session thread whenever that releases it (every QuickFIX call,
+    # onnxruntime), a cost no deployed gateway pays.
+    conf = {"bare": bare_port, "gw": gw_port, "quotes": quotes, "trips": trips, "gap": gap, "dir": str(tmp)}
+    client = subprocess.Popen([sys.executable, __file__, "--client-of", json.dumps(conf)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, bufsize=1)
+    res: dict = {"bare": [], "gateway": [], "gateway_model": [], "full": []}
     model = svc.gate.model
     try:
-        # interleave the runs so background load hits them alike
-        for k in range(4):
-            res["bare"] += round_trips(trips // 4, sid_b, tb, "ACME", mid, f"b{k}-", k * (trips // 4))
+        if client.stdout.readline().strip() != "ready":
+            raise RuntimeError("the benchmark client did not log on")
+
+        def run(path: str, k: int) -> None:
+            client.stdin.write(json.dumps({"path": path, "k": k}) + "\n")
+            got = json.loads(client.stdout.readline())
+            res[path] += got["ns"]
+            for a, n in got["answers"].items():
+                res.setdefault(path + "_answers", {})[a] = res.get(path + "_answers", {}).get(a, 0) + n
+
+        for k in range(4):  # interleaved, so background load hits every path alike
+            run("bare", k)
             svc.gate.model = None
-            res["gateway"] += round_trips(trips // 4, sid_g, tg, "RESTRICTED1", mid, f"g{k}-", k * (trips // 4))
+            run("gateway", k)
             svc.gate.model = model
-            res["gateway_model"] += round_trips(trips // 4, sid_g, tg, "RESTRICTED1", mid, f"h{k}-", k * (trips // 4))
-            res["full"] += round_trips(trips // 8, sid_g, tg, "ACME", mid, f"f{k}-", k * (trips // 8))
-        for k, prefix in (("gateway", "g"), ("gateway_model", "h"), ("full", "f")):
-            counts: dict[str, int] = {}
-            for cl, a in tg.answers.items():
-                if cl.startswith(prefix):
-                    counts[a] = counts.get(a, 0) + 1
-            res[k + "_answers"] = counts
+            run("gateway_model", k)
+            run("full", k)
+        res.pop("bare_answers", None)
+        res["model_flags"] = sum(1 for p in ps if p > svc.gate.cfg.fat_finger_threshold)
+        res["model_scored"] = len(ps)
     finally:
-        ini_b.stop()
-        ini_g.stop()
+        if client.poll() is None:
+            client.stdin.write("quit\n")
+            client.stdin.flush()
+            client.wait(30)
         svc.stop()
         ex.stop()
         bare.stop()
     return res
 
 
+def client_process(conf: dict) -> int:
+    """The benchmark's FIX client (its own process): logs on to the bare acceptor and the gateway,
+    then runs the round trips it is told on stdin ({"path", "k"}), answering one JSON line each."""
+    tmp = Path(conf["dir"])
+    quotes = {s: tuple(q) for s, q in conf["quotes"].items()}
+    trips, gap = conf["trips"], conf["gap"]
+    ini_b, _, tb, sid_b = initiator(tmp / "cb", conf["bare"], "CLIENT1", "BARE", None)
+    ini_g, _, tg, sid_g = initiator(tmp / "cg", conf["gw"], "CLIENT1", "PRETRADE", "bench")
+    paths = {"bare": (sid_b, tb, "ACME", trips // 4), "gateway": (sid_g, tg, "RESTRICTED1", trips // 4),
+             "gateway_model": (sid_g, tg, "RESTRICTED1", trips // 4), "full": (sid_g, tg, "ACME", trips // 8)}
+    gc.collect()
+    gc.freeze()
+    print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "quit":
+                break
+            cmd = json.loads(line)
+            sid, timer, sym, n = paths[cmd["path"]]
+            seed = 10 * cmd["k"] + list(paths).index(cmd["path"])
+            flow = desk_flow(n, {sym: quotes[sym]}, 0, gap, seed=seed)
+            tag = f"{cmd['path'][0]}{cmd['path'][-1]}{cmd['k']}-"
+            ns = round_trips(flow, sid, timer, sym, tag, gap)
+            answers: dict[str, int] = {}
+            for cl, a in timer.answers.items():
+                if cl.startswith(tag):
+                    answers[a] = answers.get(a, 0) + 1
+            print(json.dumps({"ns": ns, "answers": answers}), flush=True)
+    finally:
+        ini_b.stop()
+        ini_g.stop()
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--client-of":
+        return client_process(json.loads(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checks", type=int, default=20000)
     p.add_argument("--model-checks", type=int, default=5000)
     p.add_argument("--trips", type=int, default=2000)
     p.add_argument("--model", default=str(ROOT / "models" / "fatfinger.onnx"))
+    p.add_argument("--gap-us", type=float, default=1000.0,
+                   help="FIX round trips: send an order at most every GAP microseconds (the desk's pace; default 1000)")
     args = p.parse_args()
     print(f"bench_gateway  python {sys.version.split()[0]}  cpus {os.cpu_count()}  load {os.getloadavg()[0]:.1f}")
     print("check latency, in process, all checks, no model:")
@@ -296,7 +426,7 @@ def main() -> int:
     print(f"  without {pct(plain)}\n  with    {pct(advised)}\n  added: p50 "
           f"{(np.percentile(advised, 50) - np.percentile(plain, 50)) / 1000:.2f} us")
     print(f"limit lookup (LimitsTable.lookup, 500 instruments): {bench_lookup(1_000_000):.0f} ns per lookup")
-    res = bench_fix(args.trips, model)
+    res = bench_fix(args.trips, model, args.gap_us)
     print("FIX round trip NewOrderSingle -> ExecutionReport, loopback, one in flight:")
     for k, label in (("bare", "bare acceptor (no checks)"),
                      ("gateway", "gateway, all checks but the model"),
@@ -306,6 +436,9 @@ def main() -> int:
     b, g = np.percentile(res["bare"], 50), np.percentile(res["gateway"], 50)
     b99, g99 = np.percentile(res["bare"], 99), np.percentile(res["gateway"], 99)
     print(f"  gateway (no model) / bare: p50 {g / b:.2f}x   p99 {g99 / b99:.2f}x")
+    if model:
+        print(f"  the model flagged {res['model_flags']} of the {res['model_scored']} orders it scored over FIX "
+              "(the desk's habits, history warmed)")
     if model:
         g, g99 = np.percentile(res["gateway_model"], 50), np.percentile(res["gateway_model"], 99)
         print(f"  gateway (model) / bare:    p50 {g / b:.2f}x   p99 {g99 / b99:.2f}x")

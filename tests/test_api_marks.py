@@ -167,6 +167,7 @@ def test_decisions_marked_from_the_rdb_and_hdb_show_in_the_shadow_report(client,
                                     "note": "static let a 200-lot through"}, headers=OFFICER)
     assert r.status_code == 200, r.text
     assert "SH-1" in r.json()["detail"] and r.json()["who"] == "risk1"
+    assert "without the model's inputs" in r.json()["detail"]  # this gateway stand-in keeps none
     assert client.post("/marks", json={"target": "decision", "clordid": "SH-1", "sym": "ESZ6", "verdict": "wrong"},
                        headers=OFFICER).status_code == 422                          # the order is in NQZ6
     assert client.post("/marks", json={"target": "decision", "clordid": "OLD-1", "verdict": "right"},
@@ -198,3 +199,78 @@ def test_openapi_describes_marks(client):
     listed = ops["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed["type"] == "array" and listed["items"]["$ref"].endswith("/MarkOut")
     assert {p["name"] for p in ops["get"]["parameters"]} == {"target", "sym", "ref", "limit"}
+
+
+def test_a_decision_marked_through_the_api_carries_the_gateways_model_inputs(stack, marks_path, tmp_path,
+                                                                            monkeypatch):
+    """A real gateway (fat-finger model, control port) on the stack's tickerplant decides real
+    orders over FIX; a risk officer marks two of its decisions through the API, which stores each
+    mark with the model's inputs the gateway kept, so `fatfinger_rows` makes training rows of them."""
+    pytest.importorskip("quickfix", reason="QuickFIX is not installed: pip install -e '.[fix]'")
+    from fastapi.testclient import TestClient
+
+    from conftest import free_port
+    from pretrade.client import connect
+    from pretrade.gateway import messages as m
+    from pretrade.gateway.exchange import Venue, start_exchange
+    from pretrade.gateway.fixclient import FixInitiator
+    from pretrade.gateway.service import GatewayService
+    from pretrade.models.labels import fatfinger_rows, read_marks
+    from pretrade.models.order_features import FEATURES
+    from pretrade.ops.api import create_app
+    from pretrade.risk.limits import Limit
+    from pretrade.schema import TABLES
+
+    monkeypatch.setenv("PRETRADE_FIX_PASSWORD", "marks-secret")
+    ex_port, gw_port, ctl_port = free_port(), free_port(), free_port()
+    venue = Venue.primed(seed=1, syms=["ACME"])
+    book, tick = next(s.book for s in venue.sim.sims if s.ins.sym == "ACME"), venue.insts["ACME"].tick
+    stops = []
+    try:
+        exchange = start_exchange(tmp_path / "ex", ex_port, venue=venue)
+        stops.append(exchange.stop)
+        svc = GatewayService(tmp_path / "gw", gw_port, f"localhost:{stack.ports['tp']}", ("127.0.0.1", ex_port),
+                             ttl_s=1e9, control_port=ctl_port).start()
+        stops.insert(0, svc.stop)  # the acceptor stops before its client
+        client = FixInitiator(tmp_path / "c", gw_port, "CLIENT1", "PRETRADE", password="marks-secret")
+        stops.append(client.stop)
+        assert client.wait_logon(15) and svc.gateway.exchange_up.wait(15) and svc.subscribed.wait(15)
+        assert svc.gate.model is not None, "the fat-finger model in models/ is refused: see the log"
+        # the test plays the risk engine for ACME, an instrument the stack's engine does not know
+        lim = Limit(time.time_ns(), "ACME", "", 10**12, "NORMAL", "ACTIVE", "", 100_000, 1e9, 500.0, 1500.0,
+                    10**6, 1000, 0.0, "", "vae-3")
+        with connect(f"localhost:{stack.ports['tp']}") as tp:
+            tp.publish("quote", [{"sym": "ACME", "bid": book.best_bid() * tick, "ask": book.best_ask() * tick,
+                                  "bsize": 10, "asize": 10}])
+            tp.publish("limits", [dict(zip(TABLES["limits"].names, lim.row(), strict=True))])
+        wait_for(lambda: svc.table.book.get("ACME") is not None and svc.table.ref_price("ACME") > 0)
+
+        def order(cl: str, qty: int, ticks: int) -> dict:
+            client.send(m.NEW_ORDER, {m.CL_ORD_ID: cl, m.SYMBOL: "ACME", m.SIDE: "2", m.ORDER_QTY: qty,
+                                      m.ORD_TYPE: "2", m.PRICE: round((book.best_ask() + ticks) * tick, 6),
+                                      m.ACCOUNT: "MK1", m.TRANSACT_TIME: m.utc_now()})
+            return client.until(lambda r: r.get(m.CL_ORD_ID) == cl, timeout=10)
+
+        for i in range(12):  # a trader's habit ...
+            assert order(f"mk-{i}", 100, 3 + i)[m.ORD_STATUS] == "0"
+        r = order("mk-ff", 10000, 2)  # ... and an extra zero
+        assert r[m.ORD_STATUS] == "8" and r[m.TEXT].startswith("FAT_FINGER"), r.get(m.TEXT)
+
+        app = create_app(stack.settings(gw=f"127.0.0.1:{ctl_port}", labels=marks_path))
+        with TestClient(app) as api:
+            for cl in ("mk-11", "mk-ff"):
+                assert wait_for(lambda cl=cl: api.get(f"/decisions/{cl}", headers=TRADER).status_code == 200)
+            for cl in ("mk-11", "mk-ff"):
+                got = api.post("/marks", json={"target": "decision", "clordid": cl, "verdict": "right"},
+                               headers=OFFICER)
+                assert got.status_code == 200, got.text
+                assert "with the fat-finger model's inputs" in got.json()["detail"]
+    finally:
+        for stop in stops:
+            stop()
+    marks = {mk.ref: mk for mk in read_marks(marks_path) if mk.ref in ("mk-11", "mk-ff")}
+    assert marks["mk-ff"].call == "rejected:FAT_FINGER" and marks["mk-11"].call == "accepted"
+    assert set(marks["mk-ff"].features) == set(FEATURES) == set(marks["mk-11"].features)
+    assert marks["mk-ff"].features["qty_vs_trader"] > marks["mk-11"].features["qty_vs_trader"] + 3  # 100x habit
+    X, y = fatfinger_rows([marks["mk-11"], marks["mk-ff"]], list(FEATURES))
+    assert X.shape == (2, len(FEATURES)) and y.tolist() == [0, 1]  # a valid order, and an error caught

@@ -107,3 +107,42 @@ def test_config_section_is_validated():
     from pretrade.config import CONFIG_DIR, load_toml
 
     assert impact_config(load_toml(CONFIG_DIR / "limits.toml")["impact"]).budget_bps > 0
+
+
+def test_the_scalar_row_is_the_batch_features_computation():
+    """advice.impact_row (the gateway's one-order path) equals models.impact.impact_features on
+    random books: both sides, short books (missing levels), empty and NaN sizes, wide spreads,
+    tiny and huge orders, missing volatility or volume, a worked horizon; and refuses the same
+    bad inputs."""
+    import numpy as np
+
+    from pretrade.gateway.advice import impact_row
+    from pretrade.models.impact import impact_features
+
+    rng = np.random.default_rng(7)
+    for k in range(400):
+        mid, tick = float(rng.choice([0.5, 37.2, 101.0, 4999.75, 78000.0])), float(rng.choice([1e-4, 0.01, 0.25]))
+        depth = int(rng.integers(1, BOOK_LEVELS + 1))
+        book: dict = {"sym": "X"}
+        for i in range(1, depth + 1):
+            book[f"bid{i}"] = mid - tick * (i + int(rng.integers(0, 3)))
+            book[f"ask{i}"] = mid + tick * (i + int(rng.integers(0, 3)))
+            book[f"bsize{i}"] = float(rng.choice([0, 1, 37, 2000, np.nan]))
+            book[f"asize{i}"] = float(rng.choice([0, 5, 900, 150000]))
+        if k % 7 == 0 and depth > 2:
+            book[f"bid{depth}"] = np.nan  # a hole in a short book
+        qty = float(rng.choice([1, 3, 100, 12345, 1e7]))
+        side = int(rng.choice([-1, 1]))
+        rv = float(rng.choice([0.0, 1e-6, 4e-4, 0.02]))
+        vol = float(rng.choice([0.0, 0.5, 1e5]))
+        horizon = float(rng.choice([0.0, 30.0]))
+        want = impact_features(qty, side, book, rv, vol, horizon)[0]
+        got = impact_row(qty, side, book, rv, vol, horizon)
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=f"book {book}, qty {qty}, side {side}")
+    crossed = {"bid1": 100.0, "ask1": 99.0, "bsize1": 1, "asize1": 1}
+    for bad in ((1, 1, crossed), (1, 1, {"bid1": 99.0}), (0, 1, book_frame().iloc[0].to_dict()),
+                (1, 0, book_frame().iloc[0].to_dict())):
+        for f in (impact_features, impact_row):
+            with pytest.raises(ValueError):
+                f(*bad, 4e-4, 1e5)

@@ -6,6 +6,7 @@ tickerplant process. The test plays the risk engine: it publishes `limits`, `hea
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import socket
@@ -64,6 +65,15 @@ class Engine:
     def quote(self, sym: str, bid: float, ask: float) -> None:
         with self.lock:
             self.conn.publish("quote", [{"sym": sym, "bid": bid, "ask": ask, "bsize": 10, "asize": 10}])
+
+    def features(self, sym: str, volume_1m: float, rv_1m: float = 4e-4) -> None:
+        """A `features` row: the market's minute volume and volatility as the engine reports them
+        (inputs of the fat-finger and impact models); the other features unknown (NaN)."""
+        names = TABLES["features"].names
+        row = {n: math.nan for n in names[3:]}
+        row.update({"sym": sym, "ready": True, "rv_1m": rv_1m, "volume_1m": volume_1m})
+        with self.lock:
+            self.conn.publish("features", [row])
 
     def start_heartbeat(self) -> None:
         alive = self.alive = threading.Event()  # a new one: a killed beat thread stays dead
@@ -128,6 +138,8 @@ def stack(tmp_path_factory):
             b, a, _, _ = next(s.book for s in venue.sim.sims if s.ins.sym == sym).top()
             tick = venue.insts[sym].tick
             engine.quote(sym, b * tick, a * tick)
+            engine.features(sym, volume_1m=50_000.0)  # a market trading: no order is huge against it
+        wait_for(lambda: {"ESZ6", "ACME"} <= set(svc.table.rv_volume), timeout=10)
         engine.start_heartbeat()
         yield type("Stack", (), dict(tmp=tmp, svc=svc, engine=engine, client=client, venue=venue, seen=seen,
                                      events=events, gw_port=gw_port, tp_port=tp_port,
@@ -137,11 +149,16 @@ def stack(tmp_path_factory):
 _ids = iter(range(1, 1_000_000))
 
 
-def send_order(st, sym: str, side: str, qty: int, price: float | None, extra: dict | None = None) -> dict[int, str]:
-    """Send a NewOrderSingle; the first ExecutionReport back for it."""
+def send_order(st, sym: str, side: str, qty: int, price: float | None, extra: dict | None = None,
+               account: str | None = None) -> dict[int, str]:
+    """Send a NewOrderSingle (as trader `account`, else the client's default account); the first
+    ExecutionReport back for it. Tests about limit rules trade as their own trader, so the
+    fat-finger model's view of their orders (against that trader's habit) does not depend on
+    what other tests sent."""
     cl = f"c{next(_ids)}"
     fields = {m.CL_ORD_ID: cl, m.SYMBOL: sym, m.SIDE: m.FIX_SIDE[side], m.ORDER_QTY: qty,
-              m.ORD_TYPE: "1" if price is None else "2", m.PRICE: price, m.TRANSACT_TIME: m.utc_now(), **(extra or {})}
+              m.ORD_TYPE: "1" if price is None else "2", m.PRICE: price, m.TRANSACT_TIME: m.utc_now(),
+              **({m.ACCOUNT: account} if account else {}), **(extra or {})}
     st.client.send(m.NEW_ORDER, fields)
     return st.client.until(lambda r: r.get(m.CL_ORD_ID) == cl)
 
@@ -213,7 +230,7 @@ def test_over_dynamic_max_rejected_with_the_rule_limit_and_value(stack):
 def test_same_order_passes_under_normal_limits_without_risk_tag(stack):
     stack.engine.limits("ESZ6", tier="NORMAL", max_qty=10000)
     limits_applied(stack, "ESZ6", "NORMAL")
-    r = send_order(stack, "ESZ6", "buy", 200, passive(stack, "ESZ6", "buy", 6))
+    r = send_order(stack, "ESZ6", "buy", 200, passive(stack, "ESZ6", "buy", 6), account="T-NORMAL")
     assert r[m.ORD_STATUS] == "0" and r[m.EXEC_TYPE] == "0", r.get(m.TEXT)
     fwd = forwarded(stack, r[m.CL_ORD_ID])
     assert m.RISK_STATE not in fwd
@@ -222,11 +239,11 @@ def test_same_order_passes_under_normal_limits_without_risk_tag(stack):
 def test_cancel_passes_while_halted_and_new_orders_do_not(stack):
     stack.engine.limits("ESZ6")
     limits_applied(stack, "ESZ6", "NORMAL")
-    r = send_order(stack, "ESZ6", "sell", 3, passive(stack, "ESZ6", "sell"))
+    r = send_order(stack, "ESZ6", "sell", 3, passive(stack, "ESZ6", "sell"), account="T-HALT")
     assert r[m.ORD_STATUS] == "0", r.get(m.TEXT)
     stack.engine.limits("ESZ6", tier="CRITICAL", state="HALTED", max_qty=0)
     limits_applied(stack, "ESZ6", "CRITICAL", "HALTED")
-    nr = send_order(stack, "ESZ6", "sell", 4, passive(stack, "ESZ6", "sell"))
+    nr = send_order(stack, "ESZ6", "sell", 4, passive(stack, "ESZ6", "sell"), account="T-HALT")
     assert nr[m.ORD_STATUS] == "8" and nr[m.TEXT].startswith("TRADING_HALTED"), nr.get(m.TEXT)
     stack.client.send(m.CANCEL, {m.CL_ORD_ID: "cx-1", m.ORIG_CL_ORD_ID: r[m.CL_ORD_ID], m.SYMBOL: "ESZ6",
                                  m.SIDE: "2", m.ORDER_QTY: 3, m.TRANSACT_TIME: m.utc_now()})
@@ -237,14 +254,14 @@ def test_cancel_passes_while_halted_and_new_orders_do_not(stack):
 def test_reducing_lets_a_reducing_order_through(stack):
     stack.engine.limits("ACME")
     limits_applied(stack, "ACME", "NORMAL")
-    r = send_order(stack, "ACME", "buy", 300, None)  # market: fills, position +300
+    r = send_order(stack, "ACME", "buy", 300, None, account="T-REDUCE")  # market: fills, position +300
     assert r[m.ORD_STATUS] in ("0", "1", "2"), r.get(m.TEXT)
     wait_for(lambda: stack.svc.gate.positions.get("ACME", 0) == 300)
     stack.engine.limits("ACME", tier="HIGH_ALERT", state="REDUCING")
     limits_applied(stack, "ACME", "HIGH_ALERT", "REDUCING")
-    up = send_order(stack, "ACME", "buy", 100, passive(stack, "ACME", "buy"))
+    up = send_order(stack, "ACME", "buy", 100, passive(stack, "ACME", "buy"), account="T-REDUCE")
     assert up[m.ORD_STATUS] == "8" and up[m.TEXT].startswith("REDUCING_ONLY"), up.get(m.TEXT)
-    down = send_order(stack, "ACME", "sell", 100, passive(stack, "ACME", "sell"))
+    down = send_order(stack, "ACME", "sell", 100, passive(stack, "ACME", "sell"), account="T-REDUCE")
     assert down[m.ORD_STATUS] == "0", down.get(m.TEXT)
     stack.engine.limits("ACME")
     limits_applied(stack, "ACME", "NORMAL")
@@ -257,11 +274,11 @@ def test_duplicate_is_caught(stack, monkeypatch):
     stack.engine.limits("ESZ6")
     limits_applied(stack, "ESZ6", "NORMAL")
     px = passive(stack, "ESZ6", "buy", 9)
-    assert send_order(stack, "ESZ6", "buy", 7, px)[m.ORD_STATUS] == "0"
-    r = send_order(stack, "ESZ6", "buy", 7, px)
+    assert send_order(stack, "ESZ6", "buy", 7, px, account="T-DUP")[m.ORD_STATUS] == "0"
+    r = send_order(stack, "ESZ6", "buy", 7, px, account="T-DUP")
     assert r[m.ORD_STATUS] == "8", r.get(m.TEXT)
     monkeypatch.setattr(stack.svc.gate, "model", None)
-    r = send_order(stack, "ESZ6", "buy", 7, px)
+    r = send_order(stack, "ESZ6", "buy", 7, px, account="T-DUP")
     assert r[m.ORD_STATUS] == "8" and r[m.ORD_REJ_REASON] == "6" and r[m.TEXT].startswith("DUPLICATE_ORDER"), r.get(m.TEXT)
 
 
@@ -281,15 +298,15 @@ def test_fat_finger_order_is_caught(stack):
 def test_replace_is_checked_and_denial_names_the_rule(stack):
     stack.engine.limits("ESZ6", tier="ELEVATED", max_qty=100)
     limits_applied(stack, "ESZ6", "ELEVATED")
-    r = send_order(stack, "ESZ6", "buy", 10, passive(stack, "ESZ6", "buy", 11))
-    assert r[m.ORD_STATUS] == "0"
+    r = send_order(stack, "ESZ6", "buy", 10, passive(stack, "ESZ6", "buy", 11), account="T-REPLACE")
+    assert r[m.ORD_STATUS] == "0", r.get(m.TEXT)
     stack.client.send(m.REPLACE, {m.CL_ORD_ID: "rp-1", m.ORIG_CL_ORD_ID: r[m.CL_ORD_ID], m.SYMBOL: "ESZ6",
-                                  m.SIDE: "1", m.ORDER_QTY: 500, m.ORD_TYPE: "2",
+                                  m.SIDE: "1", m.ORDER_QTY: 500, m.ORD_TYPE: "2", m.ACCOUNT: "T-REPLACE",
                                   m.PRICE: passive(stack, "ESZ6", "buy", 11), m.TRANSACT_TIME: m.utc_now()})
     x = stack.client.until(lambda q: q.get(m.CL_ORD_ID) == "rp-1")
     assert x[m.MSG_TYPE] == m.CANCEL_REJECT and x[m.TEXT] == "MAX_ORDER_QTY: 500 > 100 (tier ELEVATED, model vae-3)"
     stack.client.send(m.REPLACE, {m.CL_ORD_ID: "rp-2", m.ORIG_CL_ORD_ID: r[m.CL_ORD_ID], m.SYMBOL: "ESZ6",
-                                  m.SIDE: "1", m.ORDER_QTY: 50, m.ORD_TYPE: "2",
+                                  m.SIDE: "1", m.ORDER_QTY: 50, m.ORD_TYPE: "2", m.ACCOUNT: "T-REPLACE",
                                   m.PRICE: passive(stack, "ESZ6", "buy", 12), m.TRANSACT_TIME: m.utc_now()})
     x = stack.client.until(lambda q: q.get(m.CL_ORD_ID) == "rp-2")
     assert x[m.MSG_TYPE] == m.EXEC_REPORT and x[m.EXEC_TYPE] == "5" and x[m.ORIG_CL_ORD_ID] == r[m.CL_ORD_ID]

@@ -171,3 +171,40 @@ def test_limits_snapshot_from_the_risk_engine(tmp_path, monkeypatch):
     assert source == "dynamic" and got.seq == 7 and got.max_qty == 40 and got.tier == "ELEVATED"
     assert svc.table.book.last_seq == 8
     svc.publisher.close()
+
+
+def test_messages_are_built_from_fix_text():
+    """messages.build makes a QuickFIX message in one parse: header, body in order, numbers as
+    FIX writes them, None left out; a value holding SOH is refused."""
+    pytest.importorskip("quickfix")
+    from pretrade.gateway import messages as m
+
+    msg = m.build(m.EXEC_REPORT, {m.CL_ORD_ID: "c1", m.ORDER_QTY: 100.0, m.PRICE: 99.25, m.ACCOUNT: None,
+                                  m.TEXT: "MAX_ORDER_QTY: 200 > 50 (a=b)", m.RISK_STATE: "RiskAlert_Halted"})
+    assert m.msg_type(msg) == m.EXEC_REPORT
+    f = m.parse_fields(msg)
+    assert (f[8], f[m.CL_ORD_ID], f[m.ORDER_QTY], f[m.PRICE], f[m.TEXT], f[m.RISK_STATE]) == \
+        ("FIX.4.4", "c1", "100", "99.25", "MAX_ORDER_QTY: 200 > 50 (a=b)", "RiskAlert_Halted")
+    assert m.ACCOUNT not in f and int(f[9]) == len(msg.toString().split("\x0135=", 1)[1].rsplit("\x0110=", 1)[0]) + 4
+    with pytest.raises(ValueError, match="SOH"):
+        m.build(m.EXEC_REPORT, {m.TEXT: "a\x01b"})
+
+
+def test_minute_volume_is_a_running_sum_over_the_last_minute():
+    table = LimitsTable(load_config())
+    s = 1_000_000_000
+    for k in range(120):  # one trade a second, size k
+        table.add_trade("ESZ6", k * s, k)
+    assert table.volume_1m("ESZ6") == sum(range(60, 120))  # trades within 60 s of the latest only
+    table.add_trade("ESZ6", 500 * s, 7)  # after a quiet spell: only the new trade
+    assert table.volume_1m("ESZ6") == 7 and table.volume_1m("NQZ6") == 0.0
+
+
+def test_models_see_the_engines_minute_volume_else_the_gateways_tape():
+    table = LimitsTable(load_config())
+    table.add_trade("ESZ6", 10**9, 40)
+    assert table.minute_volume("ESZ6") == 40.0                       # no features row yet: the tape
+    table.on_update("features", pd.DataFrame({"sym": ["ESZ6"], "rv_1m": [4e-4], "volume_1m": [5000.0]}))
+    assert table.minute_volume("ESZ6") == 5000.0                     # the engine's, as in training
+    table.on_update("features", pd.DataFrame({"sym": ["ESZ6"], "rv_1m": [4e-4], "volume_1m": [0.0]}))
+    assert table.minute_volume("ESZ6") == 40.0

@@ -146,6 +146,7 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                                    "--workdir", str(data / "fix" / "exchange")] + market, ex_port),
         Process("gateway", exe + ["gateway", "--fix-port", str(gw_port), "--tp", tp_addr,
                                   "--rte", f"127.0.0.1:{rte['port']}", "--exchange", f"127.0.0.1:{ex_port}",
+                                  "--rdb", f"127.0.0.1:{rdb['port']}", "--hdb", f"127.0.0.1:{hdb['port']}",
                                   "--port", str(topo["gateway"]["control_port"]), "--users", str(users),
                                   "--workdir", str(data / "fix" / "gateway")], gw_port),
         Process("api", exe + ["api", "--port", str(topo["api"]["port"]), "--tp", tp_addr,

@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,30 @@ class Route:
     price: float
 
 
+class RecentInputs:
+    """The fat-finger model's input rows of the last `size` scored decisions, by ClOrdID, so a
+    person's later mark of a decision can carry what the model saw (thread-safe)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._rows: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, clordid: str, row: Any) -> None:
+        with self._lock:
+            self._rows[clordid] = row
+            self._rows.move_to_end(clordid)
+            if len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+
+    def get(self, clordid: str) -> Any | None:
+        with self._lock:
+            return self._rows.get(clordid)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 class Gateway:
     """The order path: client messages in, checks, exchange messages out, reports back."""
 
@@ -61,6 +86,7 @@ class Gateway:
         self.routes: dict[str, Route] = {}               # gateway ClOrdID -> route
         self.by_client: dict[tuple[str, str], str] = {}  # (client, ClOrdID) -> gateway ClOrdID
         self.exchange_up = threading.Event()
+        self.inputs = RecentInputs()  # ClOrdID -> the fat-finger input row of its decision
         self._ids = itertools.count(1)
         self._start = time.strftime("%H%M%S")
         self._lock = threading.Lock()
@@ -224,14 +250,23 @@ class Gateway:
             route = self.routes.get(f.get(m.CL_ORD_ID, ""))
             orig = self.routes.get(f.get(m.ORIG_CL_ORD_ID, ""))
         if route is None:
-            log.error("exchange sent %s for unknown ClOrdID %s: dropped", t, f.get(m.CL_ORD_ID))
-            return
+            if not (t == m.EXEC_REPORT and f.get(m.EXEC_TYPE) == "F" and f.get(m.SIDE) in m.SIDES and f.get(m.SYMBOL)):
+                log.error("exchange sent %s for unknown ClOrdID %s: dropped", t, f.get(m.CL_ORD_ID))
+                return
+            # a fill of an order routed before this process started: the firm's position moves all
+            # the same (and the fill is recorded); there is no client route to pass it back on
+            route = Route("", f.get(m.CL_ORD_ID, ""), f.get(m.ACCOUNT, ""), f.get(m.STRATEGY, ""), f[m.SYMBOL],
+                          m.SIDES[f[m.SIDE]], 0, math.nan)
+            log.warning("fill %s of %s %s for ClOrdID %s, routed before this gateway started: position "
+                        "moved and recorded, not passed to a client", f.get(m.EXEC_ID), route.side, route.sym,
+                        route.clordid)
         f[m.CL_ORD_ID] = route.clordid
         if orig is not None:
             f[m.ORIG_CL_ORD_ID] = orig.clordid
         if t == m.EXEC_REPORT and f.get(m.EXEC_TYPE) == "F":
-            self.gate.on_fill(route.sym, route.side, int(float(f.get(m.LAST_QTY, "0"))))
-        self._to_client(route.client, t, {k: v for k, v in f.items() if k not in _HEADER})
+            self.gate.on_fill(route.sym, route.side, int(float(f.get(m.LAST_QTY, "0"))), f.get(m.EXEC_ID, ""))
+        if route.client:
+            self._to_client(route.client, t, {k: v for k, v in f.items() if k not in _HEADER})
         if t == m.EXEC_REPORT:
             self.publisher.put("execution", {
                 "sym": route.sym, "execid": f.get(m.EXEC_ID, ""), "orderid": f.get(m.ORDER_ID, ""),
@@ -266,6 +301,8 @@ class Gateway:
                "slippageBps": v.slippage_bps if v is not None and d.ok else math.nan,
                "algo": v.algo if v is not None and d.ok else ""}
         self.publisher.put("decision", row)
+        if v is not None and v.inputs is not None:
+            self.inputs.put(cl, v.inputs)
         if v is not None and v.shadow is not None:
             s = v.shadow
             self.publisher.put("decision", {**row, "rule": s.code, "limit": s.limit, "value": s.value,

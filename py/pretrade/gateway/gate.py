@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pretrade.gateway.limits_table import FALLBACK_TIER, LimitsTable
 from pretrade.gateway.shadow import Modes, arm_of
@@ -28,8 +30,9 @@ from pretrade.risk.checks import (
 )
 from pretrade.risk.limits import CheckConfig, Limit
 
-# The gateway's own denials, beside the checks' rules: no limits yet, venue not connected.
-REJ_REASON = {**ORD_REJ_REASON, "NO_LIMITS": 99, "EXCHANGE_UNAVAILABLE": 99}
+# The gateway's own denials, beside the checks' rules: no limits yet, today's positions not yet
+# known (after a restart), venue not connected.
+REJ_REASON = {**ORD_REJ_REASON, "NO_LIMITS": 99, "NO_POSITIONS": 99, "EXCHANGE_UNAVAILABLE": 99}
 _TIER_STATE = {"ELEVATED": "RiskAlert_Elevated", "HIGH_ALERT": "RiskAlert_HighAnomaly",
                "CRITICAL": "RiskAlert_Critical", FALLBACK_TIER: "RiskAlert_StaleLimits"}
 
@@ -50,7 +53,8 @@ class Verdict:
     """The binding decision, the limits it used and where they came from (dynamic, static,
     fallback, none), the instrument's risk state, the non-binding shadow decision (shadow
     mode), the time the check took, and for an accepted order the impact model's predicted
-    slippage (bps; NaN without a prediction) and recommended execution algorithm ("" without)."""
+    slippage (bps; NaN without a prediction) and recommended execution algorithm ("" without);
+    `inputs`: the fat-finger model's input row when the model scored the order (None if not)."""
 
     decision: Decision
     limits: str
@@ -60,6 +64,7 @@ class Verdict:
     shadow: Decision | None = None
     slippage_bps: float = math.nan
     algo: str = ""
+    inputs: Any = None
 
 
 class Gate:
@@ -77,12 +82,12 @@ class Gate:
         self.strategy_rates = RateWindow()
         self.duplicates = DuplicateWindow(cfg.duplicate_window_ms * 1_000_000)
         self.positions: dict[str, int] = {}
+        # False until today's positions are rebuilt (load_positions): no new order passes meanwhile
+        self.positions_known = True
+        self._early_fills: set[tuple[str, str]] = set()  # (sym, execid) seen before the rebuild
         self.lock = threading.Lock()  # sessions run on their own threads: one check at a time
-        self.history = None
-        if model is not None:
-            from pretrade.models.order_features import TraderHistory
-
-            self.history = TraderHistory()
+        self.history = None  # the model's trader history: made on first use, or warmed at start
+        self._ff = None  # (Order, Market, order_features) of the model's features: imported once
 
     def check(self, o: Order, session: str, now_ns: int | None = None) -> Verdict:
         """The decision on `o` from `session`; a passing new order or replace is counted in the
@@ -111,13 +116,18 @@ class Gate:
                    else f"the risk engine publishes no limits for {o.sym}")
             d = Decision(False, "NO_LIMITS", f"NO_LIMITS: {why}; no order passes until they arrive")
             return Verdict(d, source, None, state, time.perf_counter_ns() - t0)
+        if not self.positions_known:
+            d = Decision(False, "NO_POSITIONS", "NO_POSITIONS: today's positions are not yet rebuilt from the "
+                         "RDB's executions (gateway restarted); no order passes until they are")
+            return Verdict(d, source, dyn, state, time.perf_counter_ns() - t0)
         ctx = Context(table.ref_price(o.sym), self.positions.get(o.sym, 0),
                       self.session_rates.count(session, now_ns),
                       self.strategy_rates.count(o.strategy, now_ns),
                       self.duplicates.seen(o, now_ns))
         if self.model is not None:
             ctx.fat_finger_model = self.model.version
-        scorer = self._scorer(ctx, dyn, now_ns)
+        memo: dict[str, Any] = {}
+        scorer = self._scorer(ctx, dyn, now_ns, memo)
         mode, share = self.modes.mode_of(o.sym, o.strategy)
         shadow = None
         if source == "fallback" or mode == "enforce":
@@ -133,17 +143,23 @@ class Gate:
             self.session_rates.add(session, now_ns)
             self.strategy_rates.add(o.strategy, now_ns)
             self.duplicates.add(o, now_ns)
-        return Verdict(d, limits, binding, state, time.perf_counter_ns() - t0, shadow)
+        return Verdict(d, limits, binding, state, time.perf_counter_ns() - t0, shadow, inputs=memo.get("x"))
 
-    def _scorer(self, ctx: Context, dyn: Limit, now_ns: int):
-        """The fat-finger callable for check_order (scores at most once per order)."""
+    def _scorer(self, ctx: Context, dyn: Limit, now_ns: int, memo: dict[str, Any]):
+        """The fat-finger callable for check_order: scores at most once per order and leaves the
+        probability and the model's input row in `memo` (p, x)."""
         model = self.model
         if model is None:
             return None
-        from pretrade.models.order_features import Market
-        from pretrade.models.order_features import Order as FFOrder
+        if self._ff is None:
+            from pretrade.models.order_features import Market, TraderHistory, order_features
+            from pretrade.models.order_features import Order as FFOrder
 
-        table, memo = self.table, {}
+            self._ff = (FFOrder, Market, order_features)
+            if self.history is None:
+                self.history = TraderHistory()
+        FFOrder, Market, order_features = self._ff  # noqa: N806 (classes)
+        table = self.table
 
         def score(o: Order) -> float:
             if "p" not in memo:
@@ -153,15 +169,31 @@ class Gate:
                 px = ctx.ref_price if market else o.price
                 marketable = market or (px >= ask if buy else px <= bid)
                 anomaly = dyn.score if dyn.score == dyn.score else 0.0
-                p, _ = model.score_order(
+                # model.score_order's computation, with the input row kept for people's marks
+                x = order_features(
                     FFOrder(now_ns, o.sym, o.account or "-", 1 if buy else -1, float(o.qty), float(px), marketable),
-                    Market(bid, ask, table.volume_1m(o.sym), 0.0, anomaly), self.history)
-                memo["p"] = p
+                    Market(bid, ask, table.minute_volume(o.sym), table.vol_z.get(o.sym, 0.0), anomaly), self.history)
+                memo["p"], memo["x"] = float(model.probability(x)[0]), x
             return memo["p"]
 
         return score
 
-    def on_fill(self, sym: str, side: str, qty: int) -> None:
-        """A fill from the venue: the firm's position in `sym` moves."""
+    def on_fill(self, sym: str, side: str, qty: int, execid: str = "") -> None:
+        """A fill from the venue: the firm's position in `sym` moves. Before the rebuild, the
+        fill is remembered so the RDB's copy of it is not counted twice."""
         with self.lock:
             self.positions[sym] = self.positions.get(sym, 0) + (qty if side == "buy" else -qty)
+            if not self.positions_known:
+                self._early_fills.add((sym, execid))
+
+    def load_positions(self, fills: Iterable[tuple[str, str, str, int]]) -> dict[str, int]:
+        """Rebuild today's positions from the recorded fills (sym, execid, side, qty), on top of
+        the fills this process saw itself (each counted once); orders pass again. Returns the
+        positions."""
+        with self.lock:
+            for sym, execid, side, qty in fills:
+                if (sym, execid) not in self._early_fills:
+                    self.positions[sym] = self.positions.get(sym, 0) + (qty if side == "buy" else -qty)
+            self._early_fills.clear()
+            self.positions_known = True
+            return dict(self.positions)

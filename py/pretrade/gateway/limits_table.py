@@ -3,7 +3,8 @@
 `LimitsTable.on_update(table, frame)` takes the subscribed tables: `limits` (into a LimitBook:
 newer seq wins), `heartbeat` (the risk engine's liveness), `quote` (reference prices) and
 `trade` (the last minute's volume, an input of the fat-finger model), and `book` and `features`
-(the latest depth and rv_1m/volume_1m per instrument: the impact model's inputs). `lookup(sym, strategy)`
+(the latest depth and rv_1m/volume_1m per instrument: the impact model's inputs; z_rv_1m, the
+fat-finger model's vol_z, when the engine's rows carry it). `lookup(sym, strategy)`
 answers which limits bind an order now:
 
 - no limits ever received: None (no order passes);
@@ -52,8 +53,10 @@ class LimitsTable:
         self.bids: dict[str, float] = {}
         self.asks: dict[str, float] = {}
         self._volume: dict[str, deque] = {}
+        self._volume_sum: dict[str, int] = {}  # the sizes in _volume, kept as trades come and go
         self.books: dict[str, dict] = {}                       # sym -> latest `book` row
         self.rv_volume: dict[str, tuple[float, float]] = {}    # sym -> (rv_1m, volume_1m) of `features`
+        self.vol_z: dict[str, float] = {}                      # sym -> z_rv_1m of `features` (fat-finger input)
         self._static: dict[tuple[str, str], Limit] = {}
         self._lock = threading.Lock()  # transitions only; lookups read without it
 
@@ -78,6 +81,9 @@ class LimitsTable:
         elif table == "features":
             for sym, rv, vol in zip(frame["sym"], frame["rv_1m"], frame["volume_1m"], strict=True):
                 self.rv_volume[str(sym)] = (float(rv), float(vol))
+            if "z_rv_1m" in frame.columns:  # the engine's normalised volatility, when it publishes it
+                for sym, z in zip(frame["sym"], frame["z_rv_1m"], strict=True):
+                    self.vol_z[str(sym)] = float(z) if z == z else 0.0
 
     def apply_limits(self, rows: list[Limit]) -> int:
         """Apply rows (newer seq wins); rows newer than those held end a fallback. Returns
@@ -98,8 +104,10 @@ class LimitsTable:
         """Record a market trade (for the last minute's volume)."""
         q = self._volume.setdefault(sym, deque())
         q.append((t_ns, size))
+        total = self._volume_sum.get(sym, 0) + size
         while q and q[0][0] <= t_ns - _MINUTE_NS:
-            q.popleft()
+            total -= q.popleft()[1]
+        self._volume_sum[sym] = total
 
     # ---- reading ------------------------------------------------------------------------------
     def stale(self, now: float | None = None) -> bool:
@@ -156,10 +164,16 @@ class LimitsTable:
         b, a = self.bids.get(sym, math.nan), self.asks.get(sym, math.nan)
         return (b + a) / 2 if b > 0 and a > 0 else math.nan
 
+    def minute_volume(self, sym: str) -> float:
+        """The market's volume over the last minute as the models were trained on it: the risk
+        engine's `volume_1m` feature when it has published one above 0, else the gateway's own
+        trade tape (`volume_1m`)."""
+        rv_vol = self.rv_volume.get(sym)
+        return rv_vol[1] if rv_vol is not None and rv_vol[1] > 0 else self.volume_1m(sym)
+
     def volume_1m(self, sym: str) -> float:
-        """Market volume in the minute before the latest trade of `sym`."""
-        q = self._volume.get(sym)
-        return float(sum(s for _, s in q)) if q else 0.0
+        """Market volume in the minute before the latest trade of `sym` (O(1): a running sum)."""
+        return float(self._volume_sum.get(sym, 0))
 
     def _alert(self, severity: str, kind: str, text: str) -> None:
         (log.error if severity == "error" else log.warning if severity == "warning" else log.info)(text)

@@ -7,6 +7,7 @@ or replace into the checks' view. Writing: `build(msg_type, fields)` makes a qui
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from pretrade.gateway.sessions import BEGIN_STRING
@@ -27,17 +28,17 @@ FIX_SIDE = {"buy": "1", "sell": "2"}
 
 
 def build(msg_type: str, values: dict[int, Any]):
-    """A quickfix.Message of type `msg_type` with `values` (None values are left out)."""
+    """A quickfix.Message of type `msg_type` with `values` (None values are left out).
+
+    Built from FIX text in one call: QuickFIX parses it in C++ (~3 us), where a setField per
+    tag through the SWIG wrapper costs ~3 us each (~50 us a message). BodyLength and CheckSum
+    are placeholders here; QuickFIX sets both when it sends. A value may not hold SOH (\x01)."""
     import quickfix as fix
 
-    m = fix.Message()
-    h = m.getHeader()
-    h.setField(8, BEGIN_STRING)
-    h.setField(MSG_TYPE, msg_type)
-    for tag, v in values.items():
-        if v is not None:
-            m.setField(tag, fmt(v))
-    return m
+    body = "".join([f"{tag}={v if v.__class__ is str else fmt(v)}\x01" for tag, v in values.items() if v is not None])
+    if body.count("\x01") != sum(1 for v in values.values() if v is not None):
+        raise ValueError(f"a FIX value holds the field separator SOH: {values}")
+    return fix.Message(f"8={BEGIN_STRING}\x019=0\x0135={msg_type}\x01{body}10=000\x01", False)
 
 
 def fmt(v: Any) -> str:
@@ -79,6 +80,5 @@ def to_float(text: str | None) -> float:
 
 def utc_now() -> str:
     """TransactTime (60) for now, UTC, milliseconds."""
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    return f"{time.strftime('%Y%m%d-%H:%M:%S', time.gmtime(sec))}.{ns // 1_000_000:03d}"

@@ -29,7 +29,8 @@ class GatewayService:
                  ttl_s: float = 3.0, fallback_scale: float = 0.5, clients_path: str | None = None,
                  limits_path: str | None = None, model_path: str | None = "models/fatfinger.onnx",
                  mode: str = "enforce", ab_share: float = 0.5, control_port: int | None = None,
-                 rte: str | None = None, users: Users | None = None, impact: bool = True) -> None:
+                 rte: str | None = None, users: Users | None = None, impact: bool = True,
+                 rdb: str | None = None, hdb: str | None = None, warm_days: int = 3) -> None:
         from pretrade.config import CONFIG_DIR, load_toml
         from pretrade.gateway.advice import impact_config, load_advisor
         from pretrade.gateway.fixapp import Gateway
@@ -43,6 +44,7 @@ class GatewayService:
         self.workdir, self.fix_port, self.host, self.tp = Path(workdir), fix_port, host, tp
         self.exchange_addr, self.control_port, self.rte = exchange, control_port, rte
         self.users = users
+        self.rdb, self.hdb, self.warm_days = rdb, hdb, warm_days
         self.config = load_config(limits_path)
         self.clients = load_clients(clients_path)
         self.publisher = TpPublisher(tp)
@@ -57,6 +59,9 @@ class GatewayService:
         icfg = impact_config(load_toml(Path(limits_path) if limits_path else CONFIG_DIR / "limits.toml").get("impact"))
         advisor = load_advisor(icfg, ROOT) if impact else None  # advisory: None when the model is refused
         self.gate = Gate(self.table, self.config.checks, self.modes, model, advisor)
+        if rdb:  # fail closed until today's positions are rebuilt from the RDB's fills
+            self.gate.positions_known = False
+        self.positions_ready = threading.Event()
         self.gateway = Gateway(self.gate, self.clients, self.publisher)
         self._stop = threading.Event()
         self._sub = None
@@ -69,7 +74,16 @@ class GatewayService:
         """Subscribe, start the watchdog, the FIX sessions and the control port."""
         from pretrade.gateway.sessions import FixEngine, settings
 
-        for name, target in (("subscription", self._subscribe), ("watchdog", self._watchdog)):
+        if self.gate.model is not None and (self.rdb or self.hdb):
+            self.warm_history()  # before the first order: the model knows the traders' habits
+        if not self.rdb:
+            log.warning("no --rdb: positions start flat (today's fills are not read back); the position "
+                        "and concentration checks count only fills from now on")
+            self.positions_ready.set()
+        threads = [("subscription", self._subscribe), ("watchdog", self._watchdog)]
+        if self.rdb:
+            threads.append(("positions", self._rebuild_positions))
+        for name, target in threads:
             t = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -154,6 +168,46 @@ class GatewayService:
             self.table.on_update("limits", frame)
             log.info("limits snapshot from %s: %d rows (seq up to %d)", self.rte, len(frame), self.table.book.last_seq)
 
+    def warm_history(self) -> None:
+        """Replace the model's (empty) trader history with one replayed from recent orders."""
+        from pretrade.gateway.warmup import warm
+
+        history, info = warm(self.rdb, self.hdb, self.warm_days)
+        if history is not None:
+            with self.gate.lock:
+                self.gate.history = history
+        log.info("trader history %s: %d new orders of %d accounts over %d days (HDB last %d days + RDB today) "
+                 "in %.2f s", "warmed" if history is not None else "cold", info["orders"], info["accounts"],
+                 info["dates"], self.warm_days, info["seconds"])
+
+    def _rebuild_positions(self, retry_s: float = 2.0) -> None:
+        """Today's positions from the RDB's fills; while the RDB cannot answer, no order passes
+        (NO_POSITIONS), an error alert says so once, and the rebuild is retried every `retry_s`."""
+        from pretrade.gateway.warmup import fills
+
+        failed_since = None
+        while not self._stop.is_set():
+            try:
+                rows = fills(self.rdb)
+            except Exception as e:  # noqa: BLE001 - fail closed and retry
+                if failed_since is None:
+                    failed_since = time.monotonic()
+                    text = (f"positions unknown: the RDB at {self.rdb} does not answer ({e}); no order passes "
+                            f"until today's fills are read back (retrying every {retry_s:g} s)")
+                    log.error(text)
+                    self._alert("error", "positions_unknown", text)
+                self._stop.wait(retry_s)
+                continue
+            pos = self.gate.load_positions(rows)
+            open_ = {k: v for k, v in pos.items() if v}
+            log.info("positions rebuilt from %d fills in the RDB at %s: %d open (%s)", len(rows), self.rdb,
+                     len(open_), ", ".join(f"{k} {v:+d}" for k, v in sorted(open_.items())[:10]) or "all flat")
+            if failed_since is not None:
+                self._alert("info", "positions_known", f"positions rebuilt from the RDB after "
+                            f"{time.monotonic() - failed_since:.0f} s: orders pass again")
+            self.positions_ready.set()
+            return
+
     def _watchdog(self) -> None:
         """Check freshness every 100 ms, so the switch to the fallback (and its alert) happens
         on time even when no order arrives."""
@@ -186,7 +240,22 @@ class GatewayService:
                 "fresh_age_s": time.monotonic() - t.last_fresh if t.ever else None,
                 "modes": {**{f"sym:{k}": v for k, v in self.modes.by_sym.items()},
                           **{f"strategy:{k}": v for k, v in self.modes.by_strategy.items()}},
+                "positions_known": self.gate.positions_known,
+                "positions": {k: v for k, v in dict(self.gate.positions).items() if v},  # a copy: fills move it
                 "published": dict(self.publisher.published)}
+
+    def decision_inputs(self, clordid: str) -> dict[str, float]:
+        """The fat-finger model's inputs behind the decision on `clordid`, by feature name (a
+        person's mark of that decision trains with them); QError when the gateway has none."""
+        from pretrade.ipc.codec import QError
+
+        row = self.gateway.inputs.get(clordid)
+        if row is None:
+            raise QError(f"no fat-finger inputs for {clordid}: not scored by the model, or older than the "
+                         f"last {self.gateway.inputs.size} scored decisions")
+        from pretrade.models.order_features import FEATURES
+
+        return {name: float(x) for name, x in zip(FEATURES, row, strict=True)}
 
     def _control_server(self):
         from pretrade.ipc.codec import QError
@@ -204,7 +273,10 @@ class GatewayService:
         def status(conn):
             return {k: (str(v) if isinstance(v, dict) else v) for k, v in self.status().items()}
 
-        return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status},
+        def inputs(conn, clordid):
+            return self.decision_inputs(_s(clordid))
+
+        return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status, ".gw.inputs": inputs},
                                            expressions={".gw.status": status}), self.host, self.control_port,
                                 users=self.users)
 
@@ -222,6 +294,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rte", default="localhost:5013",
                    help="risk engine HOST:PORT asked for its current limits (.rte.limits) on each (re)subscription, "
                         "so a restarted gateway need not wait for the next change; '' to skip (default localhost:5013)")
+    p.add_argument("--rdb", default="localhost:5011",
+                   help="RDB HOST:PORT: today's fills rebuild the positions on start (no order passes until they "
+                        "are read back; retried while the RDB is down) and today's orders warm the traders' "
+                        "history; '' starts flat (default localhost:5011)")
+    p.add_argument("--hdb", default="localhost:5012",
+                   help="HDB HOST:PORT: recent days of orders warm the fat-finger model's trader history; '' skips "
+                        "(default localhost:5012)")
+    p.add_argument("--warm-days", type=int, default=3,
+                   help="days of the HDB's orders replayed into the trader history on start (default 3; 0: today only)")
     p.add_argument("--exchange", default=f"127.0.0.1:{EXCHANGE_PORT}",
                    help=f"exchange FIX HOST:PORT (TargetCompID {EXCHANGE_ID}; default 127.0.0.1:{EXCHANGE_PORT})")
     p.add_argument("--ttl", type=float, default=3.0,
@@ -244,7 +325,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", metavar="FILE",
                    help="IPC users file the control port checks logins against (default: none, any login)")
     p.add_argument("--port", type=int, default=CONTROL_PORT,
-                   help=f"kdb+ IPC control port (.gw.status, .gw.mode[`sym|`strategy;`KEY;`mode;`who]; default {CONTROL_PORT}; 0 disables)")
+                   help=f"kdb+ IPC control port (.gw.status, .gw.mode[`sym|`strategy;`KEY;`mode;`who], "
+                        f".gw.inputs[`CLORDID]: a decision's fat-finger inputs; default {CONTROL_PORT}; 0 disables)")
     p.add_argument("--workdir", default="var/fix/gateway", help="QuickFIX settings, stores and logs (default var/fix/gateway)")
 
 
@@ -258,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
                              args.host, args.ttl, args.fallback_scale, args.clients, args.limits,
                              None if args.model.lower() == "none" else args.model, args.mode, args.ab_share,
                              args.port or None, args.rte or None,
-                             Users.load(args.users) if args.users else None, not args.no_impact).start()
+                             Users.load(args.users) if args.users else None, not args.no_impact,
+                             args.rdb or None, args.hdb or None, args.warm_days).start()
     except (ModelRefused, ValueError, OSError) as e:  # config, model or port: say which, do not start
         log.error("gateway not started: %s", e)
         return 1

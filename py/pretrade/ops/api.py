@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -92,6 +93,23 @@ def decision_call(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
             return str(r.get("sym", "")), f"rejected:{r.get('rule', '')}", limits
     (_, _, limits), r = verdicts[0]
     return str(r.get("sym", "")), "accepted", limits
+
+
+def decision_inputs(settings: Settings, clordid: str) -> tuple[dict[str, float], str]:
+    """The fat-finger model's inputs behind a decision, from the gateway that made it
+    (`.gw.inputs`; it remembers the recent ones), and why there are none when empty."""
+    try:
+        got = ipc_call(settings, "gw", ".gw.inputs", clordid)
+    except (BackendDown, BackendRefused) as e:
+        log.warning("decision %s: no model inputs from the gateway: %s", clordid, e)
+        return {}, str(e)
+    if not isinstance(got, dict):
+        return {}, f"the gateway answered {type(got).__name__}, not a dictionary"
+    features = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in got.items()}
+    bad = sorted(k for k, v in features.items() if not math.isfinite(v))
+    if bad:
+        return {}, f"the gateway's inputs are not finite: {', '.join(bad)}"
+    return features, ""
 
 
 def seed_state(settings: Settings, state) -> None:
@@ -492,7 +510,9 @@ def create_app(settings: Settings):
     @app.post("/marks", tags=["act"], response_model=AuditEntry,
               summary="mark an alert or an order's decision right or wrong (a label for the next training)",
               description="An alert (sym + its time) is marked by the risk engine, which stores the model's inputs "
-                          "behind it; a decision (clordid) is looked up in the RDB, then the HDB, and stored here.")
+                          "behind it; a decision (clordid) is looked up in the RDB, then the HDB, and stored here with "
+                          "the fat-finger model's inputs the gateway kept for it (.gw.inputs; a mark without "
+                          "them is stored but cannot train).")
     def mark(user: Officer, body: MarkIn) -> dict:
         import numpy as np
 
@@ -519,9 +539,13 @@ def create_app(settings: Settings):
             raise HTTPException(422, f"order {body.clordid} is in {sym}, not {body.sym}")
 
         def store() -> str:
+            features, why = decision_inputs(settings, body.clordid)
             m = add_mark(Mark(who=user.name, target="decision", ref=body.clordid, sym=sym, verdict=body.verdict,
-                              call=call, model=f"{limits} limits" if limits else "", note=body.note), settings.labels)
-            return f"decision {body.clordid} ({sym}, {call}) marked {m.verdict} by {m.who}"
+                              call=call, model=f"{limits} limits" if limits else "", note=body.note,
+                              features=features), settings.labels)
+            return (f"decision {body.clordid} ({sym}, {call}) marked {m.verdict} by {m.who}"
+                    + (f"; with the fat-finger model's inputs ({len(features)})" if features
+                       else f"; without the model's inputs, so it will not train ({why})"))
 
         return act(user, "mark", body.model_dump(), store)
 

@@ -166,6 +166,7 @@ def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) 
                              "--limits", str(limits), "--no-drift"], rte)
         stack.start("gateway", ["gateway", "--fix-port", str(gw), "--tp", tp_addr, "--rte", f"127.0.0.1:{rte}",
                                 "--exchange", f"127.0.0.1:{ex}", "--port", str(ctl), "--mode", mode, "--limits", str(limits),
+                                "--rdb", "", "--hdb", "",  # no RDB/HDB in a story run: the firm starts flat
                                 "--workdir", str(folder / "fix" / "gateway")], gw)
         conn = connect(tp_addr)
         sub = conn.subscribe(list(SUBSCRIBED))
