@@ -91,8 +91,12 @@ def test_cycles_fall_on_the_event_time_grid(frames):
     lim = rows(out, "limits")
     assert set(lim["sym"]) == {"ESZ6", "ACME"}
     assert (lim["seq"].diff().dropna() == 1).all()            # monotonic, no gap
-    assert len(rows(out, "features")) == 2 * len(hb)
+    feats = rows(out, "features")
+    assert len(feats) == 2 * len(hb)
     assert len(rows(out, "riskScore")) > 0
+    ready = feats[feats["ready"]]
+    assert len(ready) and np.isfinite(ready["z_rv_1m"]).all()  # the fat-finger model's vol_z, for the gateway
+    assert not np.allclose(ready["z_rv_1m"], ready["rv_1m"])    # normalised, not the raw volatility
 
 
 def test_same_output_whatever_the_message_boundaries(frames):
@@ -279,7 +283,7 @@ def test_q_host_helpers_drive_the_same_engine(frames):
 def test_features_table_has_the_feature_engines_columns():
     from pretrade.features.spec import FEATURES
 
-    assert tuple(table("features").names[3:]) == FEATURES
+    assert tuple(table("features").names[3:]) == (*FEATURES, "z_rv_1m")
 
 
 class Scripted:

@@ -123,8 +123,10 @@ TABLES: dict[str, Table] = {
               "The firm's own order events (new, ack, cancel, replace, reject, ...)."),
         Table("execution", _cols(_TIME_SYM + "execid:s " + _ORDER_FLOW),
               "Fills and other execution reports on the firm's own orders."),
-        Table("features", _cols(_TIME_SYM + "ready:b " + " ".join(f"{f}:f" for f in _FEATURES.split())),
-              "Microstructure features of each instrument on the risk engine's 100 ms grid."),
+        Table("features", _cols(_TIME_SYM + "ready:b " + " ".join(f"{f}:f" for f in _FEATURES.split())
+                                + " z_rv_1m:f"),
+              "Microstructure features of each instrument on the risk engine's 100 ms grid; z_rv_1m is "
+              "rv_1m normalised against the instrument's own baseline (the fat-finger model's vol_z)."),
         Table("riskScore", _cols(_TIME_SYM + "score:f error:f tier:s top:C model:s stale:b"),
               "Anomaly score per instrument and cycle: score in [0, 1], tier, top contributing features."),
         Table("limits", _cols(_TIME_SYM + "strategy:s seq:j tier:s state:s halt:s maxQty:j "

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pretrade.features.spec import FEATURES as FEATURE_NAMES
 from pretrade.risk.limits import ALL, LIMIT_FIELDS, TIERS, RiskConfig, column_name, load_config
 from pretrade.risk.policy import (
     ACTIONS,
@@ -132,6 +133,7 @@ class Output:
 
 
 _TIER_NAMES = np.array(TIERS, dtype=object)
+_RV_1M = FEATURE_NAMES.index("rv_1m")  # its normalised value is published as `features.z_rv_1m`
 
 
 def _sym_col(values: Iterable[str]) -> np.ndarray:
@@ -385,7 +387,8 @@ class RiskEngine:
             self._remember_calls(g, snap, al, model)
         if n and self.cycles % self.features_every == 0:
             out.append(Output("features", [_times(n, g), _sym_col(snap.syms), snap.ready.astype(bool),
-                                           *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])]]))
+                                           *[snap.raw[:, j].astype(np.float64) for j in range(snap.raw.shape[1])],
+                                           snap.z[:, _RV_1M].astype(np.float64)]))
         if len(ready):
             if self.policy.controls.model_active:
                 tiers = self.policy.tiers(snap.syms)[ready]
