@@ -83,7 +83,7 @@ def _orderset(n: int = 3000, seed: int = 0) -> OrderSet:
     X[:, FEATURES.index("px_vs_mid_log")] = np.abs(rng.normal(0, 1e-4, n))
     t = np.sort(rng.integers(0, 5 * 3600 * S, n)).astype(np.int64)
     return OrderSet(X, y, kind.astype(str), y.astype(bool), t, rng.choice(["ACME", "GLOW"], n).astype(object),
-                    qty, np.zeros(n, dtype=np.int64))
+                    qty, np.zeros(n, dtype=np.int64), np.full(n, np.nan), y.astype(bool))
 
 
 def test_static_limits_tuned_on_training_data_block_gross_sizes_only():
@@ -110,6 +110,25 @@ def test_walk_forward_and_report_end_to_end(tmp_path):
                                         "sim_params": {}})
     text = path.read_text()
     assert "static limits" in text and "extra_zeros" in text and "scaled to the model" in text
+
+    # --card: the figures go into a (copied) shipped model's card, which still loads
+    import json
+    import shutil
+    from pathlib import Path
+
+    from pretrade.backtest.cli import attach_to_card
+    from pretrade.backtest.fatfinger import score_served
+    from pretrade.models.fatfinger import FatFingerModel
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    for name in ("fatfinger.onnx", "fatfinger.json"):
+        shutil.copy(models / name, tmp_path / name)
+    res.served = score_served(res, tmp_path / "fatfinger.onnx")
+    attach_to_card(str(tmp_path / "fatfinger.onnx"), res, path,
+                   {"command": "test", "seeds": [0], "history_seeds": [], "cal_seeds": [], "embargo_s": 60})
+    wf = json.loads((tmp_path / "fatfinger.json").read_text())["walk_forward"]
+    assert wf["model"]["recall_gross"] == m["recall_gross"] and wf["folds"] == 2
+    assert wf["served"]["version"] == FatFingerModel(tmp_path / "fatfinger.onnx").version
     sm = res.report("static_matched")
     assert sm["valid_flagged"] <= m["valid_flagged"]
     assert res.report("layered")["recall"] >= m["recall"]
@@ -130,3 +149,33 @@ def test_history_days_train_every_fold_and_are_never_tested():
     late.time = late.time + held.time.max() + S  # a "history" after the test days: look-ahead
     with pytest.raises(LookAheadError):
         run_walk_forward(held, n_folds=2, embargo_s=60, seed=0, min_train=0.0, history=late)
+
+
+def test_gross_is_measured_against_the_traders_typical_size_and_by_intent_beside_it():
+    """An extra zero on an order a third of the trader's typical size is gross by intent, not by
+    what a risk officer sees; the size oracle's bound says how many such errors no detector can see."""
+    import pandas as pd
+
+    from pretrade.backtest.report import size_oracle_bound
+    from pretrade.models.fatfinger import label_orders
+
+    orders = pd.DataFrame({"orderid": ["a", "b", "c", "d"], "qty": [300.0, 1000.0, 3000.0, 100.0],
+                           "price": [100.0, 100.0, 100.0, 112.0]})
+    errors = pd.DataFrame({"orderid": ["a", "b", "d"], "kind": ["extra_zeros", "extra_zeros", "price_decimal_shift"]})
+    market = pd.DataFrame({"bid": [99.9] * 4, "ask": [100.1] * 4})
+    kind, gross, intent = label_orders(orders, errors, market, np.full(4, 100.0))
+    assert list(kind) == ["extra_zeros", "extra_zeros", "", "price_decimal_shift"]
+    assert list(gross) == [False, True, False, True]       # 3x typical is not gross to the eye; 12% off is
+    assert list(intent) == [True, True, False, True]       # every extra zero is gross by intent
+    assert list(label_orders(orders, errors, market)[1]) == list(intent)   # without typical sizes: by intent
+
+    n = 10_000
+    rng = np.random.default_rng(0)
+    d = _orderset()
+    d = d.take(np.arange(min(len(d), n)))
+    d.typical = np.full(len(d), 10.0)
+    d.qty = np.where(d.y == 1, 10.0 * np.where(np.arange(len(d)) % 2 == 0, 0.2, 5.0), rng.lognormal(np.log(10), 0.3, len(d)))
+    d.gross_intent = d.y.astype(bool)
+    d.kind = np.where(d.y == 1, "extra_zeros", "")
+    b = size_oracle_bound(d)
+    assert b["errors"] == int(d.y.sum()) and 0.45 < b["recall"] < 0.55   # the small half is invisible

@@ -257,7 +257,7 @@ def test_threshold_and_calibration_come_from_days_the_model_did_not_see(monkeypa
     day = np.repeat(np.arange(6), 500)
     X[:, F["time_of_day"]] = day / 10  # marks each row's day, to see which days a fit gets
     s = ff.OrderSet(X, y, np.where(y == 1, "extra_zeros", ""), y.astype(bool), np.arange(3000),
-                    np.full(3000, "ACME", dtype=object), np.ones(3000), day)
+                    np.full(3000, "ACME", dtype=object), np.ones(3000), day, np.full(3000, np.nan), y.astype(bool))
     seen = []
     real_fit = ff.fit_classifier
 

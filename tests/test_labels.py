@@ -120,7 +120,8 @@ def test_fatfinger_training_fits_on_marked_decisions(tmp_path, monkeypatch):
         z = np.zeros(n)
         return fatfinger.OrderSet(np.full((n, len(OF)), seed, np.float32), np.zeros(n, np.int64),
                                   np.array([""] * n, dtype=object), z.astype(bool), z.astype(np.int64),
-                                  np.array(["ACME"] * n, dtype=object), z.astype(np.int64), z + seed)
+                                  np.array(["ACME"] * n, dtype=object), z.astype(np.int64), z + seed,
+                                  z + np.nan, z.astype(bool))
 
     seen = {}
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from pretrade.backtest.fatfinger import WalkForwardResult
 from pretrade.backtest.metrics import classification_report
-from pretrade.models.fatfinger import TARGET_FPR, reliability_table
+from pretrade.models.fatfinger import PRICE_KINDS, TARGET_FPR, OrderSet, reliability_table
 from pretrade.models.order_features import FEATURES
 
 WARM_ORDERS = 5  # a trader's habit in an instrument counts as warmed up after this many orders
@@ -85,6 +85,47 @@ def _row(name: str, r: dict[str, Any]) -> str:
             f"| {_num(r['false_alarms_per_day'], '.1f')} | {_pct(r['precision'])} | {_num(r['pr_auc'])} |")
 
 
+def size_oracle_bound(d: OrderSet, fpr: float = 0.001) -> dict[str, Any]:
+    """Recall on gross-by-intent errors of a detector that flags at most `fpr` of valid orders by
+    size against the trader's TRUE typical size (ground truth, which no model has) and catches every
+    price more than 5% off: an extra zero on a small order that lands inside the valid sizes is
+    invisible to it. Rows without a known typical size are left out."""
+    known = np.isfinite(d.typical) & (d.typical > 0)
+    ratio = np.where(known, d.qty / np.where(known, d.typical, 1.0), np.nan)
+    valid = np.sort(ratio[known & (d.y == 0)])
+    if not len(valid):
+        return {"errors": 0, "caught": 0, "recall": math.nan, "ratio_cut": math.nan}
+    cut = valid[min(len(valid) - 1, int(math.ceil((1 - fpr) * len(valid))))]
+    intent = d.gross_intent & known
+    by_price = intent & np.isin(d.kind, PRICE_KINDS)
+    caught = by_price | (intent & (ratio > cut))
+    n = int(intent.sum())
+    return {"errors": n, "caught": int(caught.sum()), "recall": caught.sum() / n if n else math.nan,
+            "ratio_cut": float(cut)}
+
+
+def _intent_section(res: WalkForwardResult, d: OrderSet) -> list[str]:
+    """Recall on gross errors by intent (10x what the trader meant), beside the size oracle's bound."""
+    if not d.gross_intent.any():
+        return []
+    r = classification_report(d.y.astype(bool), res.p_model, res.flag_model, d.kind, d.gross_intent, d.time)
+    b = size_oracle_bound(d)
+    return ["", "## Gross by intent: 10x what the trader meant", "",
+            "The table above measures an error as gross by what a risk officer can see: the order is 10x the "
+            "trader's typical size in the instrument or more (the simulator's ground truth of the trader's "
+            "habit that day), or its price is more than 5% from the mid. Read as 10x what the trader MEANT, "
+            "every extra zero is gross, including one on an order a third of the trader's usual size, "
+            "which then looks like the trader's largest valid orders. Size cannot tell most of those apart "
+            "from valid orders: the bound below is what a detector would reach that KNEW each trader's true "
+            "typical size (no model does: it must estimate the habit from the trader's own orders) and "
+            "used the whole 0.1% budget of valid orders flagged (the model uses about half of it).", "",
+            "| measure | gross-by-intent errors | recall |", "|---|---|---|",
+            f"| model (walk-forward), as in the table above | {r['gross']} | {_pct(r['recall_gross'])} |",
+            f"| bound: a detector knowing each trader's true typical size, at most 0.1% of valid orders "
+            f"flagged (size > {b['ratio_cut']:.2f}x typical), every price > 5% off caught | {b['errors']} "
+            f"| {_pct(b['recall'])} |"]
+
+
 def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, Any]) -> Path:
     """Write fatfinger.md and its PNGs into out_dir; returns the Markdown path."""
     out = Path(out_dir)
@@ -110,7 +151,8 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
         "for a like-for-like recall. The layered row blocks when either the model or the scaled static "
         "limits would (the gateway runs both).",
         "",
-        "Targets: recall >= 99% on gross errors (10x size and more, price > 5% off), >= 90% on subtle ones, "
+        "Targets: recall >= 99% on gross errors (10x the trader's typical size and more, price > 5% off; "
+        "\"Gross by intent\" below reads 10x as 10x what the trader meant), >= 90% on subtle ones, "
         "at most 0.1% of valid orders flagged, beating static limits on both.",
         "",
         "## Out of fold, all test windows",
@@ -140,6 +182,7 @@ def write_report(res: WalkForwardResult, out_dir: str | Path, meta: dict[str, An
                                   d.gross[sel], d.time[sel])
         lines.append(f"| {name} | {_pct(r['recall_gross'])} ({r['gross']}) | {_pct(r['recall_subtle'])} "
                      f"({r['subtle']}) | {_pct(r['fpr'])} ({r['valid_flagged']} of {r['valid']}) |")
+    lines += _intent_section(res, d)
     lines += ["", "## Per fold", "",
               "| fold | train orders | test orders | train end | test start | threshold | model gross / subtle / valid flagged | static gross / subtle / valid flagged |",
               "|---|---|---|---|---|---|---|---|"]

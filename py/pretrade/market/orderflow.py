@@ -181,6 +181,13 @@ class OrderFlow:
         self.errors.append({"time": pd.Timestamp(row[0], unit="ns"), "sym": row[1], "orderid": row[2],
                             "account": row[4], "strategy": row[5], "kind": kind})
 
+    def desk_sizes(self) -> pd.DataFrame:
+        """Ground truth of today's size habits: each trader's typical (median) order quantity in
+        each instrument they trade (account, sym, typical_qty)."""
+        rows = [(tr.account, self.insts[i].sym, tr.size_lots * self.insts[i].lot)
+                for tr in self.traders for i in tr.syms]
+        return pd.DataFrame(rows, columns=["account", "sym", "typical_qty"])
+
     def labels(self) -> pd.DataFrame:
         """Erroneous orders so far: time, sym, orderid, account, strategy, kind."""
         cols = ["time", "sym", "orderid", "account", "strategy", "kind"]

@@ -524,6 +524,7 @@ class SimResult:
                   impact_bps (signed mid move, start to end), excess_impact_bps (the same net of the
                   fundamental's own move: the impact alone), adv_units (filled / MM quote size)
       errors      time, sym, orderid, account, strategy, kind (erroneous orders of the firm's flow)
+      desk        account, sym, typical_qty (each trader's median order size in each instrument today)
     """
 
     scenario: str
@@ -680,7 +681,10 @@ class Simulation:
                      "end_mid", "vwap", "impact_bps", "excess_impact_bps", "adv_units"]
         errors = (self.plan.orderflow.labels() if self.plan.orderflow is not None
                   else pd.DataFrame(columns=["time", "sym", "orderid", "account", "strategy", "kind"]))
-        return {"stress": stress, "metaorders": pd.DataFrame(metas, columns=meta_cols), "errors": errors}
+        desk = (self.plan.orderflow.desk_sizes() if self.plan.orderflow is not None
+                else pd.DataFrame(columns=["account", "sym", "typical_qty"]))
+        return {"stress": stress, "metaorders": pd.DataFrame(metas, columns=meta_cols), "errors": errors,
+                "desk": desk}
 
 
 def simulate(scenario: str = "normal", seed: int = 0, syms: list[str] | None = None,

@@ -134,11 +134,13 @@ class OrderSet:
     X: np.ndarray
     y: np.ndarray
     kind: np.ndarray      # "" for valid orders
-    gross: np.ndarray     # True for gross errors (10x size and more, price > 5% off)
+    gross: np.ndarray     # True for gross errors: 10x the trader's typical size and more, price > 5% off
     time: np.ndarray      # int64 ns
     sym: np.ndarray
     qty: np.ndarray
     day: np.ndarray       # simulation seed of the day
+    typical: np.ndarray   # the trader's typical (median) size in the instrument that day (ground truth)
+    gross_intent: np.ndarray  # True for errors 10x and more of what the trader meant, or price > 5% off
 
     def __len__(self) -> int:
         return len(self.y)
@@ -152,15 +154,27 @@ class OrderSet:
                           for f in OrderSet.__dataclass_fields__))
 
 
-def label_orders(orders: pd.DataFrame, errors: pd.DataFrame, market: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Error kind per order ("" if valid) and whether it is gross (measured against the mid)."""
+def label_orders(orders: pd.DataFrame, errors: pd.DataFrame, market: pd.DataFrame,
+                 typical: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Error kind per order ("" if valid), and whether an error is gross, by two measures.
+
+    gross: the order as it stands is 10x the trader's typical size in the instrument or more, or
+    its price is more than 5% from the mid: both measured against what is normal (observable,
+    as a risk officer sees it). gross_intent: the error multiplied what the trader MEANT by 10 or
+    more (extra zeros, notional typed as quantity from a price of 10 up) or moved the price more
+    than 5% off; an extra zero on an order a third of the trader's usual size is gross by intent
+    but looks like a large valid order (docs/models.md "Fat-finger": why that caps recall)."""
     kinds = orders["orderid"].map(dict(zip(errors["orderid"], errors["kind"], strict=True))).fillna("")
     kind = kinds.to_numpy(dtype=object).astype(str)
     mid = ((market["bid"] + market["ask"]) / 2).to_numpy()
-    off = np.abs(orders["price"].to_numpy() / mid - 1)
-    gross = ((kind == "extra_zeros") | ((kind == "notional_as_qty") & (np.nan_to_num(mid, nan=0.0) >= 10))
-             | (np.isin(kind, PRICE_KINDS) & (np.nan_to_num(off, nan=1.0) > 0.05)))
-    return kind, gross
+    off = np.nan_to_num(np.abs(orders["price"].to_numpy() / mid - 1), nan=1.0) > 0.05
+    err = kind != ""
+    intent = ((kind == "extra_zeros") | ((kind == "notional_as_qty") & (np.nan_to_num(mid, nan=0.0) >= 10))
+              | (np.isin(kind, PRICE_KINDS) & off))
+    if typical is None:
+        return kind, intent, intent
+    big = orders["qty"].to_numpy(np.float64) >= 10 * np.nan_to_num(typical, nan=np.inf)
+    return kind, err & (big | (np.isin(kind, PRICE_KINDS) & off)), intent
 
 
 def simulate_day(seed: int, duration: int = 3600, start: str | None = None,
@@ -174,17 +188,23 @@ def simulate_day(seed: int, duration: int = 3600, start: str | None = None,
     res = simulate("fat-finger", seed=seed, duration=duration, **kw)
     orders = res["order"]
     orders = orders[orders["event"] == "new"].reset_index(drop=True)
+    desk = res.labels["desk"]
+    typical = desk.set_index(["account", "sym"])["typical_qty"]
+    key = pd.MultiIndex.from_arrays([orders["account"], orders["sym"]])
+    orders["typical_qty"] = typical.reindex(key).to_numpy(np.float64)
     return orders, market_at_orders(orders, res.frames), res.labels["errors"]
 
 
 def day_orderset(orders: pd.DataFrame, market: pd.DataFrame, errors: pd.DataFrame, seed: int,
                  history: TraderHistory | None = None) -> OrderSet:
-    """One day's orders as an OrderSet: features replayed through `history` (updated in place), labels."""
+    """One day's orders as an OrderSet: features replayed through `history` (updated in place),
+    labels; `orders` may carry the ground truth `typical_qty` (simulate_day adds it)."""
     X = feature_matrix(orders, market, history)
-    kind, gross = label_orders(orders, errors, market)
+    typical = orders["typical_qty"].to_numpy(np.float64) if "typical_qty" in orders else np.full(len(orders), np.nan)
+    kind, gross, intent = label_orders(orders, errors, market, typical if "typical_qty" in orders else None)
     return OrderSet(X, (kind != "").astype(np.int8), kind, gross,
                     orders["time"].to_numpy().view(np.int64).copy(), orders["sym"].to_numpy(dtype=object),
-                    orders["qty"].to_numpy(np.float64), np.full(len(orders), seed))
+                    orders["qty"].to_numpy(np.float64), np.full(len(orders), seed), typical, intent)
 
 
 def simulated_orders(seed: int, duration: int = 3600, start: str | None = None,
