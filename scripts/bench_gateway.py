@@ -120,9 +120,10 @@ def warmed(gate: Gate, quotes: dict[str, tuple[float, float]], end_ns: int, gap_
         gate.history = warm_history(desk_flow(n, quotes, end_ns - n * gap_ns, gap_ns, seed=99))
 
 
-def bench_checks(n: int, model_path: str | None) -> list[int]:
+def bench_checks(n: int, model_path: str | None, status: str = "approved") -> list[int]:
     """Latency of Gate.check on the desk's flow (synthetic clock: one order every 10 ms), history
-    warmed; orders that pass every rule and those the model flags alike."""
+    warmed; orders that pass every rule and those the model flags alike. `status`: the model's
+    lifecycle status (a candidate is scored and its call kept beside the decision, never binding)."""
     model = None
     if model_path:
         from pretrade.models.fatfinger import FatFingerModel
@@ -130,7 +131,7 @@ def bench_checks(n: int, model_path: str | None) -> list[int]:
         model = FatFingerModel(model_path)
     cfg = load_config()
     table = fed_table({"ACME": 100.0})
-    gate = Gate(table, cfg.checks, model=model)
+    gate = Gate(table, cfg.checks, model=model, model_status=status)
     t0, gap = 1_700_000_000_000_000_000, 10_000_000
     quotes = {"ACME": (table.bids["ACME"], table.asks["ACME"])}
     warmed(gate, quotes, t0, gap)
@@ -139,13 +140,15 @@ def bench_checks(n: int, model_path: str | None) -> list[int]:
               zip(flow["sym"], flow["side"], flow["qty"], flow["price"], flow["account"], strict=True)]
     gc.collect()
     gc.freeze()  # as `pretrade gateway` does after start
-    out, rejected = [], {}
+    out, rejected, would = [], {}, 0
     for i, o in enumerate(orders):
         v = gate.check(o, "bench", t0 + i * gap)
         out.append(v.latency_ns)
         if not v.decision.ok:
             rejected[v.decision.code] = rejected.get(v.decision.code, 0) + 1
-    print(f"  (of {n}: rejected {rejected or 'none'}; the rest passed every rule)")
+        would += v.model_call is not None and not v.model_call.ok
+    print(f"  (of {n}: rejected {rejected or 'none'}; the rest passed every rule"
+          + (f"; the {status} model would have rejected {would})" if model is not None and status != "approved" else ")"))
     return out[n // 10:]  # drop warm-up
 
 
@@ -421,6 +424,8 @@ def main() -> int:
     if model:
         print("check latency, in process, all checks, with the fat-finger model (onnxruntime):")
         print("  " + pct(bench_checks(args.model_checks, model)))
+        print("check latency, in process, all checks, the same model as a candidate (scored, recorded, not binding):")
+        print("  " + pct(bench_checks(args.model_checks, model, "candidate")))
     plain, advised = bench_advice(args.model_checks)
     print("Gate.check + Gate.advise wall time per accepted order, no fat-finger model, without / with impact advice:")
     print(f"  without {pct(plain)}\n  with    {pct(advised)}\n  added: p50 "

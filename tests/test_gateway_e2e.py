@@ -286,6 +286,9 @@ def test_fat_finger_order_is_caught(stack):
     """A trader's habitual size, then an extra-zero order still inside every static limit."""
     if stack.model_refused:
         pytest.fail(f"the fat-finger model in models/ is refused by this code: {stack.model_refused}")
+    if not stack.svc.gate.model_binds:  # only an approved model binds (test_gateway_governance.py)
+        pytest.fail(f"the shipped fat-finger model is {stack.svc.gate.model_status}, not approved: "
+                    "approve it (pretrade model-status approve fatfinger --who NAME --why TEXT)")
     stack.engine.limits("ACME")
     limits_applied(stack, "ACME", "NORMAL")
     for i in range(12):

@@ -308,6 +308,11 @@ class Gateway:
             self.publisher.put("decision", {**row, "rule": s.code, "limit": s.limit, "value": s.value,
                                             "outcome": f"shadow-{'pass' if s.ok else 'reject'}/dynamic",
                                             "text": s.text})
+        if v is not None and v.model_call is not None:  # a candidate/shadow model's own call
+            c = v.model_call
+            self.publisher.put("decision", {**row, "rule": c.code, "limit": c.limit, "value": c.value,
+                                            "outcome": f"shadow-{'pass' if c.ok else 'reject'}/model",
+                                            "text": c.text, "slippageBps": math.nan, "algo": ""})
         if not d.ok:  # the decision row is the record; the log line is for debugging
             log.debug("rejected %s %s from %s: %s", o.kind, cl, o.account, d.text)
 

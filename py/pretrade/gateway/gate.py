@@ -4,7 +4,10 @@
 Context from the gateway's own state (reference price, position, order rates, recent orders, the
 fat-finger model) and calls pretrade.risk.checks.check_order: the one implementation of the rules.
 The mode (enforce, shadow, A/B) picks the binding limits; in shadow mode the dynamic decision is
-computed too and returned beside the binding one. No FIX here: the benchmark calls it directly.
+computed too and returned beside the binding one. The fat-finger model binds only when approved
+(gateway.governance); a candidate or shadow model is scored all the same and its own call is
+returned beside the binding decision (`Verdict.model_call`), the same idea at the model level.
+No FIX here: the benchmark calls it directly.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ class Verdict:
     fallback, none), the instrument's risk state, the non-binding shadow decision (shadow
     mode), the time the check took, and for an accepted order the impact model's predicted
     slippage (bps; NaN without a prediction) and recommended execution algorithm ("" without);
-    `inputs`: the fat-finger model's input row when the model scored the order (None if not)."""
+    `inputs`: the fat-finger model's input row when the model scored the order (None if not);
+    `model_call`: a non-binding (candidate or shadow) model's own decision on the order under the
+    binding limits, with its probability as value (None when the model binds or did not score)."""
 
     decision: Decision
     limits: str
@@ -65,18 +70,20 @@ class Verdict:
     slippage_bps: float = math.nan
     algo: str = ""
     inputs: Any = None
+    model_call: Decision | None = None
 
 
 class Gate:
     """Per-order checks with the gateway's live state (positions, rates, recent orders)."""
 
     def __init__(self, table: LimitsTable, cfg: CheckConfig, modes: Modes | None = None,
-                 model=None, advisor=None) -> None:
+                 model=None, advisor=None, model_status: str = "approved") -> None:
         if model is not None:  # the model's own calibrated block threshold (its card), not a generic one
             cfg = replace(cfg, fat_finger_threshold=model.threshold)
         self.table, self.cfg = table, cfg
         self.modes = modes or Modes()
         self.model = model  # a pretrade.models.fatfinger.FatFingerModel, or None
+        self.model_status = model_status  # the model binds only when "approved" (gateway.governance)
         self.advisor = advisor  # a pretrade.gateway.advice.Advisor, or None (no impact advice)
         self.session_rates = RateWindow()
         self.strategy_rates = RateWindow()
@@ -94,6 +101,19 @@ class Gate:
         rate windows and remembered for the duplicate check. Thread-safe."""
         with self.lock:
             return self._check(o, session, now_ns)
+
+    @property
+    def model_binds(self) -> bool:
+        """The fat-finger model is loaded and approved: its FAT_FINGER rejections reject."""
+        return self.model is not None and self.model_status == "approved"
+
+    def set_model_status(self, status: str) -> None:
+        """Apply the model's lifecycle status from the next order on: approved binds, candidate or
+        shadow is scored but never rejects, retired unloads the model. Thread-safe."""
+        with self.lock:
+            self.model_status = status
+            if status == "retired":
+                self.model = None
 
     def advise(self, o: Order, v: Verdict) -> Verdict:
         """Fill an accepted new order's or replace's predicted slippage and algo into `v` (no-op
@@ -124,26 +144,37 @@ class Gate:
                       self.session_rates.count(session, now_ns),
                       self.strategy_rates.count(o.strategy, now_ns),
                       self.duplicates.seen(o, now_ns))
+        binds = self.model_status == "approved"
         if self.model is not None:
-            ctx.fat_finger_model = self.model.version
+            ctx.fat_finger_model = self.model.version if binds else f"{self.model.version}, {self.model_status}: not binding"
         memo: dict[str, Any] = {}
         scorer = self._scorer(ctx, dyn, now_ns, memo)
+        bound = scorer if binds else None  # a model not approved never decides: the other rules do
         mode, share = self.modes.mode_of(o.sym, o.strategy)
         shadow = None
         if source == "fallback" or mode == "enforce":
             binding, limits = dyn, source
         elif mode == "shadow":
             binding, limits = table.static(o.sym, o.strategy), "static"
-            shadow = check_order(o, dyn, ctx, self.cfg, scorer)
+            shadow = check_order(o, dyn, ctx, self.cfg, bound)
         else:
             arm = arm_of(o.account, o.strategy, share)
             binding, limits = (dyn, "dynamic") if arm == "dynamic" else (table.static(o.sym, o.strategy), "static")
         d = check_order(o, binding, ctx, self.cfg, scorer)
+        model_call = None
+        if scorer is not None and not binds:  # scored as if it bound; its call recorded, never enforced
+            if "p" in memo:
+                model_call = d if d.code == "FAT_FINGER" else Decision(
+                    True, "PASS", f"PASS: p {memo['p']:.3f} <= {self.cfg.fat_finger_threshold:g} (model "
+                    f"{ctx.fat_finger_model})", self.cfg.fat_finger_threshold, memo["p"])
+            if d.code == "FAT_FINGER":  # the model does not bind: the rules after it decide
+                d = check_order(o, binding, ctx, self.cfg, None)
         if d.ok:
             self.session_rates.add(session, now_ns)
             self.strategy_rates.add(o.strategy, now_ns)
             self.duplicates.add(o, now_ns)
-        return Verdict(d, limits, binding, state, time.perf_counter_ns() - t0, shadow, inputs=memo.get("x"))
+        return Verdict(d, limits, binding, state, time.perf_counter_ns() - t0, shadow, inputs=memo.get("x"),
+                       model_call=model_call)
 
     def _scorer(self, ctx: Context, dyn: Limit, now_ns: int, memo: dict[str, Any]):
         """The fat-finger callable for check_order: scores at most once per order and leaves the

@@ -10,7 +10,9 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=["shadow", "ab"],
-                   help="shadow: orders where static (binding) and dynamic (shadow) decisions differ, and why; "
+                   help="shadow: orders where the binding decision and a shadow one differ, and why (shadow "
+                        "dynamic: static limits bound in shadow mode; shadow model: a candidate or shadow "
+                        "fat-finger model's own call, which does not bind); "
                         "ab: blocked-valid orders, caught errors and exposure per arm")
     p.add_argument("--rdb", default="localhost:5011", help="RDB HOST:PORT holding today's decision rows")
     p.add_argument("--sym", default="", help="only this instrument")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
         marks = read_marks(args.labels)
         out = shadow_report(d, marks)
-        print(f"{len(out)} orders where static and dynamic limits disagreed; "
+        print(f"{len(out)} orders where the binding and a shadow decision disagreed "
+              f"({int((out['shadow'] == 'model').sum())} by the fat-finger model's own call); "
               f"{int((out['mark'] != '').sum())} marked by people ({args.labels})")
     else:
         errors = set(Path(args.errors).read_text().split()) if args.errors else set()

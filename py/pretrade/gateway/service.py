@@ -50,15 +50,12 @@ class GatewayService:
         self.publisher = TpPublisher(tp)
         self.table = LimitsTable(self.config, ttl_s, fallback_scale, on_alert=self._alert)
         self.modes = Modes(mode, ab_share, on_change=self._audit)
-        model = None
-        if model_path:
-            from pretrade.models.fatfinger import FatFingerModel
-
-            model = FatFingerModel(model_path)  # ModelRefused stops the start: never run without a configured check
-            log.info("fat-finger model %s loaded from %s", model.version, model_path)
+        self.model_path = model_path
+        model, self.model_state = self._load_model(model_path)
         icfg = impact_config(load_toml(Path(limits_path) if limits_path else CONFIG_DIR / "limits.toml").get("impact"))
         advisor = load_advisor(icfg, ROOT) if impact else None  # advisory: None when the model is refused
-        self.gate = Gate(self.table, self.config.checks, self.modes, model, advisor)
+        self.gate = Gate(self.table, self.config.checks, self.modes, model, advisor,
+                         self.model_state.status if self.model_state else "approved")
         if rdb:  # fail closed until today's positions are rebuilt from the RDB's fills
             self.gate.positions_known = False
         self.positions_ready = threading.Event()
@@ -68,6 +65,23 @@ class GatewayService:
         self.subscribed = threading.Event()
         self._threads: list[threading.Thread] = []
         self.acceptor = self.initiator = self.control = None
+
+    @staticmethod
+    def _load_model(model_path: str | None):
+        """(FatFingerModel or None, its ModelStatus or None): a retired model is not loaded; a
+        candidate or shadow one is loaded, scored, and never binds (a warning says so)."""
+        if not model_path:
+            return None, None
+        from pretrade.gateway.governance import status_at_start
+        from pretrade.models.fatfinger import FatFingerModel
+
+        state = status_at_start(model_path)
+        if state.status == "retired":
+            log.warning("%s (%s)", state.describe(), model_path)
+            return None, state
+        model = FatFingerModel(model_path)  # ModelRefused stops the start: never run without a configured check
+        (log.info if state.binds else log.warning)("%s (loaded from %s)", state.describe(), model_path)
+        return model, state
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> GatewayService:
@@ -241,8 +255,43 @@ class GatewayService:
                 "modes": {**{f"sym:{k}": v for k, v in self.modes.by_sym.items()},
                           **{f"strategy:{k}": v for k, v in self.modes.by_strategy.items()}},
                 "positions_known": self.gate.positions_known,
+                "model": self.gate.model.version if self.gate.model is not None else "",
+                "model_status": (self.gate.model_status if self.gate.model is not None
+                                 else self.model_state.status if self.model_state else "none"),
+                "model_binds": self.gate.model_binds,
                 "positions": {k: v for k, v in dict(self.gate.positions).items() if v},  # a copy: fills move it
                 "published": dict(self.publisher.published)}
+
+    def reload_model_status(self, asked_by: str = "") -> str:
+        """Re-read the fat-finger model's status from the status log and apply it from the next
+        order on (approved binds; candidate or shadow is scored only; retired unloads it). A change
+        is audited like a mode change: logged, and published as a `riskAlert` of kind
+        `gateway_model` naming who changed the status and who applied it here."""
+        from pretrade.gateway.governance import read_status
+        from pretrade.ipc.codec import QError
+        from pretrade.models.status import StatusError
+
+        model = self.gate.model
+        if model is None or not self.model_path:
+            why = f"it is {self.model_state.status}" if self.model_state else "started with --model none"
+            return f"no fat-finger model loaded ({why}); a new model needs a restart"
+        try:
+            state = read_status(self.model_path, model.version)
+        except StatusError as e:  # the card went away: keep what applies now, say why
+            raise QError(f"fat-finger model status not re-read, {self.gate.model_status} kept: {e}") from None
+        old = self.gate.model_status
+        if state.status == old:
+            return f"unchanged: {state.describe()}"
+        self.gate.set_model_status(state.status)
+        self.model_state = state
+        who = state.change.who if state.change is not None else "model card"
+        text = (f"gateway fat-finger model {model.version}: {old} -> {state.status}, applied by "
+                f"{asked_by or 'anonymous'}: {state.describe()}")
+        log.warning(text)
+        self.publisher.put("riskAlert", {"sym": "", "strategy": "", "seq": 0,
+                                         "severity": "info" if state.binds else "warning",
+                                         "kind": "gateway_model", "tier": "", "who": who, "text": text})
+        return f"{old} -> {state.status}: {state.describe()}"
 
     def decision_inputs(self, clordid: str) -> dict[str, float]:
         """The fat-finger model's inputs behind the decision on `clordid`, by feature name (a
@@ -276,9 +325,13 @@ class GatewayService:
         def inputs(conn, clordid):
             return self.decision_inputs(_s(clordid))
 
-        return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status, ".gw.inputs": inputs},
-                                           expressions={".gw.status": status}), self.host, self.control_port,
-                                users=self.users)
+        def model_status(conn, *_):  # .gw.model_status[] (q sends one null argument)
+            return self.reload_model_status(conn.user)
+
+        return BackgroundServer(Dispatcher({".gw.mode": mode, ".gw.status": status, ".gw.inputs": inputs,
+                                            ".gw.model_status": model_status},
+                                           expressions={".gw.status": status, ".gw.model_status": model_status}),
+                                self.host, self.control_port, users=self.users)
 
 
 def _s(v: Any) -> str:
@@ -313,7 +366,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limits", default=None, help="static limits and check parameters (default config/limits.toml)")
     p.add_argument("--model", default=str(ROOT / "models" / "fatfinger.onnx"),
                    help="fat-finger ONNX model with its card (default models/fatfinger.onnx of the project); "
-                        "'none' turns the check off")
+                        "'none' turns the check off. Its status in the folder's status.jsonl decides: approved "
+                        "binds; candidate or shadow is scored and recorded (shadow-*/model decision rows) but "
+                        "never rejects; retired is not loaded. Re-read at run time with .gw.model_status[]")
     p.add_argument("--no-impact", action="store_true",
                    help="do not serve the impact model ([impact] in the limits file: model, budget_bps, algo); "
                         "by default accepted orders' decision rows carry slippageBps and algo")
@@ -326,7 +381,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="IPC users file the control port checks logins against (default: none, any login)")
     p.add_argument("--port", type=int, default=CONTROL_PORT,
                    help=f"kdb+ IPC control port (.gw.status, .gw.mode[`sym|`strategy;`KEY;`mode;`who], "
-                        f".gw.inputs[`CLORDID]: a decision's fat-finger inputs; default {CONTROL_PORT}; 0 disables)")
+                        f".gw.inputs[`CLORDID]: a decision's fat-finger inputs, .gw.model_status[]: re-read the "
+                        f"fat-finger model's status; default {CONTROL_PORT}; 0 disables)")
     p.add_argument("--workdir", default="var/fix/gateway", help="QuickFIX settings, stores and logs (default var/fix/gateway)")
 
 

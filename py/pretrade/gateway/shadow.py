@@ -6,9 +6,10 @@ strategy, is enforced on dynamic limits, the rest on static). Every change is au
 kept in `Modes.audit`, and passed to `on_change` (the gateway publishes it as a `riskAlert` row).
 
 Reports read `decision` rows (as the gateway publishes them; outcome is "<verdict>/<limits>",
-e.g. "pass/dynamic", "reject/static", "shadow-reject/dynamic"):
-`shadow_report` lists orders where the two limit sets disagreed and why; `ab_report` compares
-blocked-valid orders, caught errors and exposure per arm.
+e.g. "pass/dynamic", "reject/static", "shadow-reject/dynamic", and "shadow-reject/model" for the
+call of a fat-finger model that is not approved, so does not bind):
+`shadow_report` lists orders where the binding and a shadow decision disagreed and why;
+`ab_report` compares blocked-valid orders, caught errors and exposure per arm.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def _split(frame):
 
 
 def shadow_report(decisions, marks=None):
-    """Orders whose binding (static) and shadow (dynamic) decisions differ: one row per order
-    with both verdicts, the rule each applied and its text. `decisions`: decision rows; `marks`:
+    """Orders whose binding and shadow decisions differ: one row per order and shadow with both
+    verdicts, the rule each applied and its text; `shadow` says which shadow: "dynamic" (shadow
+    mode: static limits bound) or "model" (a candidate/shadow fat-finger model's own call; the
+    `_dynamic` columns then hold the model's call). `decisions`: decision rows; `marks`:
     people's marks (pretrade.models.labels.Mark), whose latest mark of each order's decision is
     shown beside it (mark: right / wrong, mark_by, mark_note; empty where unmarked)."""
     import pandas as pd
@@ -115,8 +118,10 @@ def shadow_report(decisions, marks=None):
     j = binding.merge(shadow, on="clordid", suffixes=("_static", "_dynamic"))
     j["verdict_dynamic"] = j["verdict_dynamic"].str.removeprefix("shadow-")
     diff = j[j["verdict_static"] != j["verdict_dynamic"]]
+    diff = diff.assign(shadow=diff["limits_dynamic"])
     cols = ["clordid", "sym_static", "account_static", "side_static", "qty_static", "price_static",
-            "verdict_static", "rule_static", "verdict_dynamic", "rule_dynamic", "text_dynamic", "text_static"]
+            "verdict_static", "rule_static", "shadow", "verdict_dynamic", "rule_dynamic", "text_dynamic",
+            "text_static"]
     out = diff[cols].rename(columns=lambda c: c.replace("_static", "") if c in (
         "sym_static", "account_static", "side_static", "qty_static", "price_static") else c)
     out = pd.DataFrame(out).reset_index(drop=True)
