@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from pretrade.models.order_features import warm_history
+
 log = logging.getLogger(__name__)
 
 # Every fill of the day: one row per ExecutionReport with ExecType F (event "fill"), qty = LastQty.
@@ -72,18 +74,6 @@ def recent_orders(rdb: str | None, hdb: str | None, days: int, timeout: float = 
     return pd.concat(parts, ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def warm_history(orders: pd.DataFrame) -> Any | None:
-    """The traders' history replayed from `orders` (pretrade.models.order_features.warm_history),
-    or None when this build has no warm_history (logged)."""
-    try:
-        from pretrade.models.order_features import warm_history as replay
-    except ImportError:
-        log.warning("trader history: this build has no order_features.warm_history; the fat-finger model "
-                    "starts with every trader new")
-        return None
-    return replay(orders)
-
-
 def warm(rdb: str | None, hdb: str | None, days: int) -> tuple[Any | None, dict[str, Any]]:
     """(history or None, what was loaded: orders, traders, days, seconds) for the log line."""
     t0 = time.perf_counter()
@@ -91,7 +81,7 @@ def warm(rdb: str | None, hdb: str | None, days: int) -> tuple[Any | None, dict[
     # as the gate scores them: a market order at the mid, an order without account as "-"
     orders["price"] = orders["price"].astype(float).fillna((orders["bid"].astype(float) + orders["ask"].astype(float)) / 2)
     orders["account"] = orders["account"].replace("", "-")
-    history = warm_history(orders) if len(orders) else None
+    history = warm_history(orders) if len(orders) else None  # pretrade.models.order_features
     info = {"orders": len(orders), "accounts": int(orders["account"].nunique()) if len(orders) else 0,
             "dates": int(pd.to_datetime(orders["time"]).dt.normalize().nunique()) if len(orders) else 0,
             "seconds": time.perf_counter() - t0}
