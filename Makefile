@@ -9,16 +9,16 @@ STAMP  := $(VENV)/.installed
 export PYKX_UNLICENSED := true
 export PYKX_SUPPRESS_WARNINGS := true
 
-.PHONY: install run test bench lint schema clean
+.PHONY: install run test bench lint schema lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 		|| echo "chromium could not be installed: the dashboard's browser test will skip"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ml,fix]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ml,fix]'
 	touch $(STAMP)
 
 run: install
@@ -35,6 +35,9 @@ lint: install
 
 schema: install
 	$(BIN)/pretrade schema --q
+
+lock: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^pretrade'; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
