@@ -194,7 +194,7 @@ def test_status_scores_series_and_snapshot(client):
 def test_models_and_cards(client):
     models = {m["name"]: m for m in client.get("/models", headers=TRADER).json()}
     assert {"vae", "fatfinger"} <= set(models)
-    assert "active in the risk engine" in models["vae"]["status"]
+    assert models["vae"]["binds"] is True and "active at the risk engine" in models["vae"]["serving"]
     card = client.get("/models/vae", headers=TRADER).json()
     assert card["version"] == models["vae"]["version"] and card["features"]
     assert client.get("/models/nope", headers=TRADER).status_code == 404

@@ -4,7 +4,8 @@ Reads come from the processes themselves over kdb+ IPC (the risk engine's curren
 status, the RDB and HDB by SQL, the gateway's modes) and from a live tickerplant subscription
 (scores, alerts, decisions) that also feeds the browsers' event stream. Actions go to the risk
 engine (kill switch, reset, reduce, limit override, model on/off) and the gateway (shadow / A/B
-mode); each is written to the audit log before the answer goes back. Bearer tokens: traders
+mode); a model's lifecycle status goes to the models folder's status log and then to the process
+serving the model (ops.lifecycle). Each is written to the audit log before the answer goes back. Bearer tokens: traders
 read, risk officers act. A backend that is down gives 503 naming it; the API keeps running.
 """
 
@@ -16,6 +17,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +152,7 @@ def create_app(settings: Settings):
     from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, field_validator
 
     from pretrade.ops.audit import AuditLog
     from pretrade.ops.auth import Tokens, User
@@ -159,6 +161,7 @@ def create_app(settings: Settings):
 
     tokens = Tokens.load(settings.users)
     audit = AuditLog(settings.audit)
+    status_lock = threading.Lock()  # one status change at a time: each is checked against the log it appends to
     metrics = Metrics()
     state = LiveState()
 
@@ -175,7 +178,7 @@ def create_app(settings: Settings):
 
     app = FastAPI(title="pretrade API", version="1.0",
                   description="Pre-trade risk: read limits, scores, alerts, models, decisions and history; "
-                              "risk officers act (kill switch, reset, overrides, model on/off, gateway mode). "
+                              "risk officers act (kill switch, reset, overrides, model on/off, model lifecycle status, gateway mode). "
                               "Send `Authorization: Bearer TOKEN` (tokens in config/api_users.toml).",
                   lifespan=lifespan, docs_url=None, redoc_url=None)  # their pages load scripts from a CDN
     app.state.live, app.state.audit, app.state.metrics, app.state.settings = state, audit, metrics, settings
@@ -227,12 +230,17 @@ def create_app(settings: Settings):
     Officer = Annotated[User, Depends(officer)]
 
     def act(user: User, action: str, target: dict[str, Any], fn) -> dict[str, Any]:
-        """Run an action, audit its outcome (ok or error) and answer with the audit entry."""
+        """Run an action, audit its outcome (ok or error) and answer with the audit entry; a
+        lifecycle refusal (StatusError) answers 409 with its reason."""
+        from pretrade.models.status import StatusError
+
         try:
             result = fn()
-        except (BackendDown, BackendRefused) as e:
+        except (BackendDown, BackendRefused, StatusError) as e:
             audit.write(user.name, user.role, action, target, "error", str(e))
             metrics.actions.labels(action, "error").inc()
+            if isinstance(e, StatusError):
+                raise HTTPException(409, f"refused: {e}") from None
             raise
         entry = audit.write(user.name, user.role, action, target, "ok", str(plain(result)))
         metrics.actions.labels(action, "ok").inc()
@@ -294,12 +302,47 @@ def create_app(settings: Settings):
         features: dict[str, float] = Field(..., description="the model's inputs at that moment, when known "
                                                              "(a mark with inputs trains the next model)")
 
+    class StatusSet(BaseModel):
+        model_config = {"extra": "forbid"}
+        status: Literal["approved", "shadow", "retired"] = Field(
+            ..., description="approved: binds; shadow: scored, not binding; retired: not loaded (final)")
+        why: str = Field(..., max_length=500,
+                         description="the reason (required): goes to the status log, the card and the audit log")
+
+        @field_validator("why")
+        @classmethod
+        def _reason(cls, v: str) -> str:
+            if not v.strip():
+                raise ValueError("a status change needs a reason (why), not blank")
+            return v.strip()
+
+    class StatusChanged(AuditEntry):
+        model: str
+        version: str
+        old: str = Field(..., description="the status before (from the status log)")
+        new: str
+        recorded_by: Literal["api", "risk engine"] = Field(
+            ..., description="who appended the change to the status log (once): the API, or a risk "
+                             "engine started with --write-status")
+        applied: bool = Field(..., description="the process serving the model applies it now; false: it "
+                                               "applies at that process's next start (see detail)")
+        binds: bool | None = Field(None, description="whether the model binds where it is served, afterwards "
+                                                     "(null: that process is down or none serves it)")
+
     class ModelSummary(BaseModel):
         name: str
         kind: str
         version: str
         created: str | None = None
-        status: str
+        status: str = Field(..., description="lifecycle status from the status log: candidate, shadow, "
+                                             "approved, retired")
+        changed: dict[str, str] | None = Field(None, description="the last logged change of this version: "
+                                                                  "time, who, why")
+        served_by: Literal["rte", "gw"] | None = Field(None, description="the process that applies its status "
+                                                                         "at run time (risk engine, gateway)")
+        binds: bool | None = Field(None, description="whether it binds there now (risk engine: active; gateway: "
+                                                     "model_binds); null when that process is down or none serves it")
+        serving: str = Field("", description="what the serving process says, in words")
         artifact: str | None = None
 
     Rows = list[dict[str, Any]]
@@ -419,21 +462,12 @@ def create_app(settings: Settings):
                 log.warning("model card %s unreadable: %s", p, e)
         return out
 
-    @app.get("/models", tags=["read"], summary="model versions, with their status", response_model=list[ModelSummary])
-    def models(user: Reader) -> list[ModelSummary]:
-        try:
-            rte = ipc_call(settings, "rte", ".rte.status[]")
-            live = (plain(rte.get("model")), bool(rte.get("modelActive")))
-        except BackendDown:
-            live = ("", None)
-        out = []
-        for name, c in cards().items():
-            status = c.get("status", "approved")
-            if live[0] and c.get("version") == live[0]:
-                status = f"{status}, {'active' if live[1] else 'deactivated'} in the risk engine"
-            out.append(ModelSummary(name=name, kind=str(c.get("kind", "")), version=str(c.get("version", "")),
-                                    created=c.get("created"), status=status, artifact=c.get("artifact")))
-        return out
+    @app.get("/models", tags=["read"], response_model=list[ModelSummary],
+             summary="model versions with their lifecycle status (status log) and whether they bind where served")
+    def models(user: Reader) -> list[dict]:
+        from pretrade.ops.lifecycle import summaries
+
+        return summaries(settings)
 
     @app.get("/models/{name}", tags=["read"], summary="a model's card (training data, features, thresholds, validation)")
     def model_card(user: Reader, name: str) -> dict[str, Any]:
@@ -578,6 +612,33 @@ def create_app(settings: Settings):
         return act(user, "override", body.model_dump(), lambda: ipc_call(
             settings, "rte", ".rte.override", body.sym, body.strategy, body.field, float(body.value),
             float(body.seconds), user.name, body.note.encode()))
+
+    @app.post("/models/{name}/status", tags=["act"], response_model=StatusChanged,
+              summary="change a model's lifecycle status (approve, to shadow, retire), with a reason",
+              description="Checked against the models folder's status log (409 names a transition the lifecycle "
+                          "forbids), recorded there once with the caller as who, and applied where the model is "
+                          "served: the anomaly model (vae) at the risk engine (.rte.approve / .rte.shadow; retired: "
+                          ".rte.deactivate), the fat-finger model at the gateway (.gw.model_status[]). A process "
+                          "that is down does not stop it: `applied` is false and the change applies at its next "
+                          "start. Audited like every action.")
+    def set_status(user: Officer, name: str, body: StatusSet) -> dict:
+        from pretrade.models.status import StatusBook
+        from pretrade.ops.lifecycle import change_status
+
+        known = StatusBook(settings.models).models()
+        if name not in known:
+            raise HTTPException(404, f"no model {name!r}; known: {', '.join(known)}")
+        done: list = []
+
+        def change() -> str:
+            with status_lock:
+                done.append(change_status(settings, name, body.status, user.name, body.why))
+            return done[0].text
+
+        entry = act(user, "model_status", {"model": name, **body.model_dump()}, change)
+        o = done[0]
+        return {**entry, "model": o.model, "version": o.version, "old": o.old, "new": o.new,
+                "recorded_by": o.recorded_by, "applied": o.applied, "binds": o.serving.binds}
 
     @app.post("/model/activate", tags=["act"], response_model=AuditEntry,
               summary="put the risk engine's anomaly model back in charge of the limits")

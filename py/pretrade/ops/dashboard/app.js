@@ -250,6 +250,7 @@ async function signIn() {
   if (!st.selected && st.rows.size) select([...st.rows.keys()].sort()[0]);
   connect();
   refreshAudit();
+  refreshModels();
   loadMarks();
 }
 
@@ -264,6 +265,65 @@ async function refreshAudit() {
     }));
   } catch (e) { /* a trader still reads; the list stays as it was */ }
 }
+
+// ---- models: lifecycle status and, for a risk officer, approve / to shadow with a reason -----------
+
+const MOVES = { approved: { label: "Approve", from: ["candidate", "shadow"] },
+                shadow: { label: "To shadow", from: ["candidate", "approved"] } };
+const SERVED = { rte: "risk engine", gw: "gateway" };
+const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+async function refreshModels() {
+  let models;
+  try { models = await api("/models"); } catch (e) { return; /* shown when it can be read */ }
+  $("models").querySelector("tbody").replaceChildren(...models.map((m) => {
+    const tr = document.createElement("tr");
+    tr.dataset.model = m.name;
+    tr.dataset.status = m.status;
+    const c = m.changed;
+    const binds = m.binds === null ? "?" : m.binds ? "yes" : "no";
+    tr.innerHTML = `<td>${esc(m.name)}</td><td class="version">${esc(m.version)}</td>`
+      + `<td class="status-cell"><span class="status status-${esc(m.status)}">${esc(m.status)}</span></td>`
+      + `<td class="when">${c ? `${esc(c.time.slice(0, 19))} ${esc(c.who)}: ${esc(c.why)}` : "-"}</td>`
+      + `<td class="serving" title="${esc(m.serving)}">${m.served_by ? esc(SERVED[m.served_by]) : "-"}</td>`
+      + `<td class="binds" title="${esc(m.serving)}">${binds}</td><td class="moves"></td>`;
+    if (st.user && st.user.can_act) {
+      for (const [to, mv] of Object.entries(MOVES)) {
+        if (!mv.from.includes(m.status)) continue;
+        const b = document.createElement("button");
+        b.className = `model-btn model-${to}`;
+        b.dataset.to = to;
+        b.textContent = mv.label;
+        b.title = `${mv.label} ${m.name} ${m.version} (asks for a reason; audited)`;
+        tr.querySelector(".moves").append(b);
+      }
+    }
+    return tr;
+  }));
+}
+
+async function setModelStatus(name, to) {
+  const why = window.prompt(`${MOVES[to].label} ${name}? Reason (required, goes to the status log and the audit log):`);
+  if (why === null) return;
+  const out = $("models-result");
+  if (!why.trim()) { out.textContent = "not changed: a reason is required"; out.className = "err"; return; }
+  try {
+    const r = await api(`/models/${encodeURIComponent(name)}/status`, { method: "POST", body: JSON.stringify({ status: to, why }) });
+    out.textContent = `done: ${r.detail}`;
+    out.className = r.applied ? "ok" : "";
+  } catch (e) {
+    out.textContent = `refused: ${e.message}`;
+    out.className = "err";
+  }
+  refreshModels();
+  refreshAudit();
+}
+
+$("models").onclick = (e) => {
+  const b = e.target.closest("button.model-btn");
+  if (b) setModelStatus(b.closest("tr").dataset.model, b.dataset.to);
+};
+setInterval(() => { if (st.user) refreshModels(); }, 10000);
 
 // ---- actions ------------------------------------------------------------------------------------
 
