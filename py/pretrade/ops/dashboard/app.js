@@ -281,7 +281,8 @@ async function refreshModels() {
     tr.dataset.model = m.name;
     tr.dataset.status = m.status;
     const c = m.changed;
-    const binds = m.binds === null ? "?" : m.binds ? "yes" : "no";
+    // "-": no process applies its status at run time; "?": its process did not answer
+    const binds = !m.served_by ? "-" : m.binds === null ? "?" : m.binds ? "yes" : "no";
     tr.innerHTML = `<td>${esc(m.name)}</td><td class="version">${esc(m.version)}</td>`
       + `<td class="status-cell"><span class="status status-${esc(m.status)}">${esc(m.status)}</span></td>`
       + `<td class="when">${c ? `${esc(c.time.slice(0, 19))} ${esc(c.who)}: ${esc(c.why)}` : "-"}</td>`
