@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrade.models.train", "train the models (VAE, fat-finger, ...) from a seed into models/ with a card each"),
     "model-status": ("pretrade.models.status", "show or change a model's lifecycle status (candidate, shadow, approved, retired), logged with who and why"),
     "gateway": ("pretrade.gateway.service", "FIX gateway: checks every client order against the live limits, forwards to the exchange"),
+    "hedge": ("pretrade.hedging.process", "hedging agent's schedule as hedge orders: option positions hedged through the gateway (FIX client HEDGE1)"),
     "exchange": ("pretrade.gateway.exchange", "simulated FIX venue over the simulator's matching engine"),
     "gateway-report": ("pretrade.gateway.report", "shadow-mode and A/B reports from the gateway's decision rows"),
     "api": ("pretrade.ops.api", "REST API, live dashboard and Prometheus metrics (risk officers act, traders read)"),

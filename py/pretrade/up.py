@@ -92,9 +92,10 @@ def ipc_credentials(data: Path) -> tuple[Path, str]:
     return users_file, password
 
 
-def fix_password(data: Path) -> str:
-    """The FIX password of client CLIENT1 (Logon tag 554), random, made once, kept in data/fix-password."""
-    path = data / "fix-password"
+def fix_password(data: Path, name: str = "fix-password") -> str:
+    """A FIX client's password (Logon tag 554), random, made once, kept in data/<name>: CLIENT1's
+    in fix-password, the hedging process's (HEDGE1) in hedge-fix-password."""
+    path = data / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(12) + "\n")
         path.chmod(0o600)
@@ -149,6 +150,11 @@ def embedded_stack(topo: dict, data: Path, users: Path, args: argparse.Namespace
                                   "--rdb", f"127.0.0.1:{rdb['port']}", "--hdb", f"127.0.0.1:{hdb['port']}",
                                   "--port", str(topo["gateway"]["control_port"]), "--users", str(users),
                                   "--workdir", str(data / "fix" / "gateway")], gw_port),
+        # the hedging agent's orders: a FIX client of the gateway like any other (no port; a
+        # failure is restarted by the supervisor, the rest of the stack carries on)
+        Process("hedge", exe + ["hedge", "--tp", tp_addr, "--gateway", f"127.0.0.1:{gw_port}",
+                                "--rdb", f"127.0.0.1:{rdb['port']}",
+                                "--workdir", str(data / "fix" / "hedge")]),
         Process("api", exe + ["api", "--port", str(topo["api"]["port"]), "--tp", tp_addr,
                               "--rdb", f"127.0.0.1:{rdb['port']}", "--hdb", f"127.0.0.1:{hdb['port']}",
                               "--rte", f"127.0.0.1:{rte['port']}", "--gw", f"127.0.0.1:{topo['gateway']['control_port']}",
@@ -238,13 +244,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         users, password = ipc_credentials(data)
         env.update(PRETRADE_USER=IPC_USER, PRETRADE_PASSWORD=password,
-                   PRETRADE_FIX_PASSWORD=env.get("PRETRADE_FIX_PASSWORD") or fix_password(data))
+                   PRETRADE_FIX_PASSWORD=env.get("PRETRADE_FIX_PASSWORD") or fix_password(data),
+                   PRETRADE_HEDGE_PASSWORD=env.get("PRETRADE_HEDGE_PASSWORD") or fix_password(data, "hedge-fix-password"))
         procs = embedded_stack(topo, data, users, args)
     unknown = set(args.skip) - {p.name for p in procs}
     if unknown:
         raise SystemExit(f"--skip: no process called {', '.join(sorted(unknown))}; "
                          f"the stack has {', '.join(p.name for p in procs)}")
-    procs = [p for p in procs if p.name not in args.skip]
+    skip = set(args.skip)
+    if "gateway" in skip and "hedge" not in skip and any(p.name == "hedge" for p in procs):
+        log.info("not starting hedge: its orders go through the gateway, which is skipped")
+        skip.add("hedge")
+    procs = [p for p in procs if p.name not in skip]
     for p in procs:
         if p.port and _port_open(p.port):
             raise SystemExit(f"port {p.port} for {p.name} is already in use: is another stack running?")
@@ -268,7 +279,7 @@ def shutdown(procs: list[Process], topo: dict, data: Path, env: dict[str, str], 
     today's partition), then the others, then the tickerplant. Every update was journaled on
     arrival, so nothing is lost even if end of day cannot run."""
     by_name = {p.name: p for p in procs}
-    for name in ("api", "gateway", "exchange"):
+    for name in ("hedge", "api", "gateway", "exchange"):
         if name in by_name:
             _stop(by_name[name])
     if end_day and all(by_name[n].popen and by_name[n].popen.poll() is None for n in ("tp", "rdb")):
@@ -312,6 +323,7 @@ def _print_banner(topo: dict, data: Path, engine: str) -> None:
         f"  dashboard    http://127.0.0.1:{topo['api']['port']}/   (REST API: /openapi.json; tokens in {data / 'api-tokens'})\n"
         f"  FIX gateway  127.0.0.1:{topo['gateway']['fix_port']}   FIX 4.4, TargetCompID PRETRADE, "
         f"SenderCompID CLIENT1, password (tag 554) in {data / 'fix-password'}\n"
+        f"  hedging      FIX client HEDGE1 of the gateway (positions in config/hedge.toml), log {data / 'log' / 'hedge.log'}\n"
         f"  credentials  {creds}\n"
         f"  logs         {data / 'log'}\n",
         flush=True,

@@ -84,8 +84,10 @@ class FixClient:
         return self.password is not None and hmac.compare_digest(self.password.encode(), given.encode())
 
 
-def load_clients(path: str | Path | None = None, env: dict[str, str] | None = None) -> dict[str, FixClient]:
-    """The allowed clients of config/fix_clients.toml (or `path`), passwords from `env`."""
+def load_clients(path: str | Path | None = None, env: dict[str, str] | None = None,
+                 warn: bool = True) -> dict[str, FixClient]:
+    """The allowed clients of config/fix_clients.toml (or `path`), passwords from `env`; `warn`:
+    log each client whose password variable is unset (the gateway; a client process checks its own)."""
     env = os.environ if env is None else env
     p = Path(path) if path else CONFIG_DIR / "fix_clients.toml"
     data = load_toml(p).get("client", {})
@@ -97,7 +99,7 @@ def load_clients(path: str | Path | None = None, env: dict[str, str] | None = No
         if not var:
             raise ValueError(f"{p} [client.{comp_id}]: password_env (an environment variable name) is required")
         password = env.get(var) or None
-        if password is None:
+        if password is None and warn:
             log.warning("FIX client %s cannot log on: environment variable %s is not set", comp_id, var)
         out[comp_id] = FixClient(comp_id, password, str(c.get("account", comp_id)))
     return out
