@@ -42,9 +42,14 @@ def publish_book(st, sym: str) -> None:
 
 def decision_of(st, clordid: str, timeout: float = 10.0) -> dict:
     """The binding decision row the gateway published for a client's order."""
+    return decision_in(st.events, clordid, timeout)
+
+
+def decision_in(events, clordid: str, timeout: float = 10.0) -> dict:
+    """The binding decision row for `clordid` among a subscription's (table, frame) events."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        got = st.events.get(timeout=0.5)
+        got = events.get(timeout=0.5)
         if got is None:
             continue
         table, df = got

@@ -203,16 +203,9 @@ def wait_log(log: Path, pattern: str, timeout: float = 30.0, after: int = 0) -> 
 
 
 def decision_for(events, clordid: str, timeout: float = 15.0) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = events.get(timeout=0.5)
-        if got is None:
-            continue
-        table, df = got
-        for r in df.to_dict("records") if table == "decision" else []:
-            if r["clordid"] == clordid and not r["outcome"].startswith("shadow-"):
-                return r
-    raise AssertionError(f"no decision row for {clordid}")
+    from test_hedge_e2e import decision_in
+
+    return decision_in(events, clordid, timeout)
 
 
 @pytest.fixture(scope="module")
