@@ -52,14 +52,7 @@ from pretrade.gateway.gate import Gate  # noqa: E402
 from pretrade.gateway.limits_table import LimitsTable  # noqa: E402
 from pretrade.risk.checks import Order  # noqa: E402
 from pretrade.risk.limits import Limit, load_config  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pretrade.up import free_port  # noqa: E402
 
 
 def pct(ns: list[int] | np.ndarray) -> str:

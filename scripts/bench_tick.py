@@ -30,14 +30,10 @@ os.environ.setdefault("PYKX_UNLICENSED", "true")
 os.environ.setdefault("PYKX_SUPPRESS_WARNINGS", "true")
 
 from pretrade.ipc import codec, wire  # noqa: E402
+from pretrade.up import free_port  # noqa: E402
 
 PY = sys.executable
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen) -> None:

@@ -16,13 +16,7 @@ import pytest
 os.environ.setdefault("PYKX_UNLICENSED", "true")
 os.environ.setdefault("PYKX_SUPPRESS_WARNINGS", "true")
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from pretrade.up import free_port  # noqa: E402  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 

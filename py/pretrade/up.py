@@ -63,6 +63,13 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for tests, benchmarks and story runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _wait_port(proc: Process, timeout: float = 30.0) -> None:
     """Block until proc listens on its port; fail with its log tail if it dies first."""
     deadline = time.monotonic() + timeout

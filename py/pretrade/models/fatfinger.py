@@ -200,8 +200,10 @@ def day_orderset(orders: pd.DataFrame, market: pd.DataFrame, errors: pd.DataFram
     """One day's orders as an OrderSet: features replayed through `history` (updated in place),
     labels; `orders` may carry the ground truth `typical_qty` (simulate_day adds it)."""
     X = feature_matrix(orders, market, history)
-    typical = orders["typical_qty"].to_numpy(np.float64) if "typical_qty" in orders else np.full(len(orders), np.nan)
-    kind, gross, intent = label_orders(orders, errors, market, typical if "typical_qty" in orders else None)
+    known = "typical_qty" in orders
+    typical = orders["typical_qty"].to_numpy(np.float64) if known else None
+    kind, gross, intent = label_orders(orders, errors, market, typical)
+    typical = typical if known else np.full(len(orders), np.nan)
     return OrderSet(X, (kind != "").astype(np.int8), kind, gross,
                     orders["time"].to_numpy().view(np.int64).copy(), orders["sym"].to_numpy(dtype=object),
                     orders["qty"].to_numpy(np.float64), np.full(len(orders), seed), typical, intent)

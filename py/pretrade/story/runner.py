@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from pretrade.story.algos import Cancel, Ledger, MarketMaker, NewOrder, Seller
+from pretrade.up import free_port
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,6 @@ class RunResult:
     wall_seconds: float = 0.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     """The run's processes: started in order, each waited for, all stopped by `close()`."""
 
@@ -153,7 +146,7 @@ def run_once(cfg: StoryConfig, mode: str, folder: Path, timeout: float = 240.0) 
     password = os.environ.get("PRETRADE_FIX_PASSWORD") or secrets.token_hex(8)
     env = dict(os.environ, PYTHONPATH=str(root / "py"), PYKX_UNLICENSED="true", PYKX_SUPPRESS_WARNINGS="true",
                PRETRADE_FIX_PASSWORD=password)
-    tp, rte, gw, ctl, ex = (_free_port() for _ in range(5))
+    tp, rte, gw, ctl, ex = (free_port() for _ in range(5))
     tp_addr = f"127.0.0.1:{tp}"
     limits = folder / "limits.toml"
     limits.write_text((root / "config" / "limits.toml").read_text() + STORY_LIMITS)
